@@ -1,0 +1,57 @@
+"""Batches sliced from whole-split tensors: the replacement for Dataset + DataLoader + collate.
+
+A split lives in memory as one tensor per field (uint8 images, int64 labels). A batch is
+`tensor[indices]` for a slice of the epoch's order, so one step costs one gather, not
+`batch_size` calls to `__getitem__` plus a collate. Scaling and augmentation happen later, batched,
+on the device (see the DataModule's `on_after_batch_transfer`).
+"""
+import numpy as np
+import torch
+
+
+class EpochOrder:
+    """The order of samples in one epoch: a permutation that depends only on (seed, epoch).
+
+    Lightning calls `set_epoch` on `loader.sampler` before every epoch, with the number of epochs
+    already done, which a resumed run restores from its checkpoint; so a resumed run sees the same
+    order an uninterrupted one would, without storing any generator state.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int):
+        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> torch.Tensor | None:
+        """The epoch's permutation, or None for the natural order (batches are then zero-copy views)."""
+        if not self.shuffle:
+            return None
+        # SeedSequence mixes (seed, epoch) into one well-spread 64-bit seed; seed + epoch would make
+        # seed=1/epoch=0 and seed=0/epoch=1 share an order.
+        mixed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0])
+        generator = torch.Generator().manual_seed(mixed & 0x7FFF_FFFF_FFFF_FFFF)
+        return torch.randperm(self.size, generator=generator)
+
+
+class TensorBatches:
+    """An iterable of batches `(field[indices] for field in tensors)` that Lightning accepts as a dataloader."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False):
+        sizes = {len(t) for t in tensors}
+        if len(sizes) != 1:
+            raise ValueError(f"all tensors of a split need the same length, got {sorted(sizes)}")
+        self.tensors, self.batch_size, self.drop_last = tensors, batch_size, drop_last
+        self.sampler = EpochOrder(sizes.pop(), shuffle, seed)
+        self.batch_sampler = None  # DataLoader's attribute when a sampler is set; Lightning reads both
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.sampler.size, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self):
+        order = self.sampler.indices()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            window = slice(start, start + self.batch_size)
+            yield tuple(t[window] if order is None else t[order[window]] for t in self.tensors)

@@ -1,0 +1,1 @@
+"""Framework glue that run.py calls: config checks, run directories, the final summary."""

@@ -1,0 +1,45 @@
+"""Run and sweep directories that never collide.
+
+`hydra.run.dir` is `${numbered_dir:<parent>,run,${run_name}}`: with a run name the directory is
+`<parent>/<run_name>` (a stable identity: the same name is the same run); without one, the next free
+`<parent>/run_NNN` is claimed with an atomic `mkdir`, so two runs started in the same second (or on
+two machines sharing the disk) still get different directories.
+"""
+import functools
+import os
+import re
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+
+@functools.cache  # Hydra re-reads hydra.sweep.dir for every job of a sweep: one process, one directory
+def numbered_dir(parent: str, prefix: str, name: str | None = None) -> str:
+    if name:
+        return str(Path(parent) / name)
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)$")
+    taken = [int(m.group(1)) for entry in os.listdir(parent) if (m := pattern.match(entry))]
+    number = max(taken, default=0) + 1
+    while True:
+        candidate = Path(parent) / f"{prefix}_{number:03d}"
+        try:
+            candidate.mkdir()  # atomic: exactly one process wins each name
+            return str(candidate)
+        except FileExistsError:
+            number += 1
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("numbered_dir"):
+        OmegaConf.register_new_resolver("numbered_dir", numbered_dir)
+
+
+class ResolveSweepDirectory(Callback):
+    """Hydra's launcher resolves hydra.sweep.dir before it sets HydraConfig, so the ${hydra:runtime.choices...}
+    inside experiment_name would fail there; this sets it first (the same config the jobs start from)."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)

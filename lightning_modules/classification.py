@@ -1,0 +1,73 @@
+"""The LightningModule for classification: any network, loss, optimizer and scheduler, all from config.
+
+Every constructor argument is plain data (dicts with `_target_`, lists, numbers), and the network,
+loss and optimizer are built from it here. So `save_hyperparameters()` stores plain data, a
+checkpoint loads with `torch.load(path, weights_only=True)`, and `load_from_checkpoint(path)`
+rebuilds the network in a fresh process with no config files around.
+"""
+import torch
+from hydra.utils import instantiate
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightlab.fast_loop import FastHooksModule
+
+
+class ClassificationModule(FastHooksModule):
+    def __init__(self, net: dict, optimizer: dict, loss: dict, input_shape: list[int], num_classes: int,
+                 scheduler: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = instantiate(net, input_shape=list(input_shape), num_classes=num_classes, _convert_="all")
+        self.loss = instantiate(loss, _convert_="all")
+        # validate_args=False: the argument checks cost more than the update and read values back from the
+        # device. (ModuleDict keys cannot be "train": nn.Module.train exists, hence the "_accuracy" suffix.)
+        self.accuracy = torch.nn.ModuleDict({
+            f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+            for stage in ("train", "val", "test")})
+        # The epoch's summed training loss stays a device tensor: adding to it never waits for the device.
+        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_index: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        self.accuracy["train_accuracy"].update(logits.detach(), labels)
+        self.train_loss_sum += loss.detach()
+        # Per-step values only on the steps the logger writes (every trainer.log_every_n_steps): a
+        # self.log call costs a sizeable share of a small model's step.
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        steps = max(self.trainer.num_training_batches, 1)
+        self.log("train/loss", self.train_loss_sum / steps)
+        self.log("train/acc", self.accuracy["train_accuracy"].compute())
+        self.accuracy["train_accuracy"].reset()
+        self.train_loss_sum.zero_()
+
+    def _evaluate(self, batch, stage: str) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.accuracy[f"{stage}_accuracy"].update(logits, labels)
+        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
+        self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_index: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters(), _convert_="all")
+        if not self.hparams.scheduler:
+            return optimizer
+        # The scheduler config *is* Lightning's lr_scheduler dict (interval, frequency, monitor, ...),
+        # with the torch scheduler itself under `scheduler`.
+        scheduler = dict(self.hparams.scheduler)
+        scheduler["scheduler"] = instantiate(scheduler["scheduler"], optimizer=optimizer, _convert_="all")
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

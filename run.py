@@ -1,0 +1,89 @@
+"""Train, test and summarise one run:  python run.py [group=option ...] [key=value ...]
+
+compose (Hydra, conf/) -> check the config -> build data, model, callbacks, loggers, trainer
+-> fit -> test the best checkpoint -> print a summary -> return the monitored metric (for sweepers).
+"""
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lightlab.config_checks import check_config
+from lightlab.errors import UserError
+from lightlab.run_directory import register_resolvers
+
+register_resolvers()  # before Hydra composes: hydra.run.dir uses ${numbered_dir:...}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Everything a run does, given a composed config; returns the run's final metrics."""
+    check_config(cfg)  # before the slow imports: a typo fails in about a second
+    import functools
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    # Plain dicts and lists, never DictConfig, reach the constructors: hparams (and so checkpoints) stay plain.
+    build = functools.partial(instantiate, _convert_="all")
+
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    datamodule = build(cfg.data)
+    # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
+    module = build(cfg.lightning_module, input_shape=list(datamodule.input_shape),
+                   num_classes=datamodule.num_classes, _recursive_=False)
+    callbacks = [build(callback) for callback in cfg.callbacks.values()]
+    loggers = [build(logger) for logger in cfg.logger.values()]
+    trainer = build(cfg.trainer, callbacks=callbacks, **({"logger": loggers} if loggers else {}))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    best_checkpoint = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if checkpoint and checkpoint.best_model_score is not None and checkpoint.monitor == cfg.monitor:
+        metrics[f"best_{cfg.monitor}"] = float(checkpoint.best_model_score)
+    if cfg.test_after_fit and not trainer.interrupted:
+        # The best checkpoint, not the last weights; runs without checkpoints test what they end with.
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint, verbose=False)
+        metrics.update({name: float(value) for name, value in test_metrics[0].items()})
+
+    summary = {"run_dir": str(run_dir), "best_checkpoint": best_checkpoint, "metrics": metrics}
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_summary(cfg, summary)
+    return summary
+
+
+def print_summary(cfg: DictConfig, summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.experiment_name}: final metrics", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(summary["metrics"].items()):
+        table.add_row(name, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none: checkpointing is off)'}")
+    console.print(f"run directory:   {summary['run_dir']}")
+    console.print(f"view it:         tensorboard --logdir {cfg.paths.log_dir}")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)["metrics"]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    best = metrics.get(f"best_{cfg.monitor}", metrics.get(cfg.monitor))
+    return best
+
+
+if __name__ == "__main__":
+    main()
