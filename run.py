@@ -17,30 +17,35 @@ from lightlab.run_directory import register_resolvers
 register_resolvers()  # before Hydra composes: hydra.run.dir uses ${numbered_dir:...}
 
 
-def train(cfg: DictConfig) -> dict:
-    """Everything a run does, given a composed config; returns the run's final metrics."""
-    check_config(cfg)  # before the slow imports: a typo fails in about a second
+def build(cfg: DictConfig):
+    """Datamodule, LightningModule and Trainer from the config; constructors read no data."""
     import functools
 
-    import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     # Plain dicts and lists, never DictConfig, reach the constructors: hparams (and so checkpoints) stay plain.
-    build = functools.partial(instantiate, _convert_="all")
+    make = functools.partial(instantiate, _convert_="all")
+    datamodule = make(cfg.data)
+    # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
+    module = make(cfg.lightning_module, input_shape=list(datamodule.input_shape),
+                  num_classes=datamodule.num_classes, _recursive_=False)
+    callbacks = [make(callback) for callback in cfg.callbacks.values()]
+    loggers = [make(logger) for logger in cfg.logger.values()]
+    trainer = make(cfg.trainer, callbacks=callbacks, **({"logger": loggers} if loggers else {}))
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> dict:
+    """Everything a run does, given a composed config; returns the run's final metrics."""
+    check_config(cfg)  # before the slow imports: a typo fails in about a second
+    import pytorch_lightning as pl
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    datamodule = build(cfg.data)
-    # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
-    module = build(cfg.lightning_module, input_shape=list(datamodule.input_shape),
-                   num_classes=datamodule.num_classes, _recursive_=False)
-    callbacks = [build(callback) for callback in cfg.callbacks.values()]
-    loggers = [build(logger) for logger in cfg.logger.values()]
-    trainer = build(cfg.trainer, callbacks=callbacks, **({"logger": loggers} if loggers else {}))
-
+    datamodule, module, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback

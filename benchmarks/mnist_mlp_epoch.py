@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from benchmarks.clocks import EpochClock  # noqa: E402
+from datamodules.mnist import MNISTDataModule  # noqa: E402
 from lightlab.compose import compose_config  # noqa: E402
 from run import train  # noqa: E402
 
@@ -58,7 +59,8 @@ def hand_written_epochs(cfg, images: torch.Tensor, labels: torch.Tensor) -> list
         start = time.perf_counter()
         for first in range(0, len(images), batch_size):
             index = order[first:first + batch_size]
-            x = images[index].unsqueeze(1).float().sub_(255 * 0.1307).mul_(1 / (255 * 0.3081))
+            x = images[index].unsqueeze(1).float()
+            x = x.sub_(255 * MNISTDataModule.mean).mul_(1 / (255 * MNISTDataModule.std))
             y = labels[index]
             logits = net(x)
             loss = loss_function(logits, y)

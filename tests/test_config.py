@@ -10,7 +10,7 @@ from lightlab.compose import CONFIG_DIR, compose_config
 from lightlab.config_checks import check_config
 from lightlab.errors import UserError
 from lightlab.run_directory import numbered_dir
-from lightning_modules.classification import ClassificationModule
+from run import build
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
                        for option in group.glob("*.yaml"))
@@ -28,13 +28,7 @@ def test_every_option_composes_checks_and_builds(group, option, tmp_path, tiny_d
     check_config(cfg)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         cfg.trainer.accelerator = "cpu"  # composed and checked as written; built on the CPU this machine has
-    # Everything run.py builds before training, built for real (no data is read by constructors).
-    datamodule = instantiate(cfg.data, _convert_="all")
-    module = instantiate(cfg.lightning_module, input_shape=list(datamodule.input_shape),
-                         num_classes=datamodule.num_classes, _recursive_=False, _convert_="all")
-    callbacks = [instantiate(c, _convert_="all") for c in cfg.callbacks.values()]
-    loggers = [instantiate(lg, _convert_="all") for lg in cfg.logger.values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, _convert_="all", **({"logger": loggers} if loggers else {}))
+    datamodule, module, trainer = build(cfg)  # run.py's own build, for real (constructors read no data)
     assert module(torch.zeros(2, *datamodule.input_shape)).shape == (2, datamodule.num_classes)
     optimizers = module.configure_optimizers()
     if cfg.scheduler:  # Lightning's scheduler settings come from config, not code

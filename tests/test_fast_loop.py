@@ -14,12 +14,16 @@ def test_no_profiler_hands_out_one_shared_null_context():
     assert profiler.profile("a") is profiler.profile("b")
 
 
-def test_hook_name_bypasses_module_setattr_but_other_attributes_do_not():
-    module = FastHooksModule()
+def test_hook_name_bypasses_module_setattr_but_other_attributes_do_not(monkeypatch):
+    module, layer = FastHooksModule(), torch.nn.Linear(2, 2)
+    slow_path = []
+    original = torch.nn.Module.__setattr__
+    monkeypatch.setattr(torch.nn.Module, "__setattr__",
+                        lambda self, name, value: (slow_path.append(name), original(self, name, value)))
     module._current_fx_name = "training_step"
-    assert module._current_fx_name == "training_step" and "_current_fx_name" in module.__dict__
-    module.layer = torch.nn.Linear(2, 2)  # still registered as a submodule by nn.Module.__setattr__
-    assert "layer" in dict(module.named_children())
+    assert module._current_fx_name == "training_step" and slow_path == []
+    module.layer = layer  # still registered as a submodule by nn.Module.__setattr__
+    assert slow_path == ["layer"] and "layer" in dict(module.named_children())
 
 
 def test_progress_bar_redraws_every_n_steps_and_at_epoch_end(monkeypatch):
