@@ -21,6 +21,7 @@ def build(cfg: DictConfig):
     """Datamodule, LightningModule and Trainer from the config; constructors read no data."""
     import functools
 
+    import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     # Plain dicts and lists, never DictConfig, reach the constructors: hparams (and so checkpoints) stay plain.
@@ -29,8 +30,10 @@ def build(cfg: DictConfig):
     # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
     module = make(cfg.lightning_module, input_shape=list(datamodule.input_shape),
                   num_classes=datamodule.num_classes, _recursive_=False)
-    callbacks = [make(callback) for callback in cfg.callbacks.values()]
+    callbacks = [make(callback) for callback in cfg.callbacks.values() if callback]  # null: switched off
     loggers = [make(logger) for logger in cfg.logger.values()]
+    if not loggers:  # logger=none: nothing for the learning-rate monitor to write to (Lightning refuses it)
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = make(cfg.trainer, callbacks=callbacks, **({"logger": loggers} if loggers else {}))
     return datamodule, module, trainer
 
@@ -39,6 +42,9 @@ def train(cfg: DictConfig) -> dict:
     """Everything a run does, given a composed config; returns the run's final metrics."""
     check_config(cfg)  # before the slow imports: a typo fails in about a second
     import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from lightlab.finetuning import load_network_weights
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
@@ -46,6 +52,9 @@ def train(cfg: DictConfig) -> dict:
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     datamodule, module, trainer = build(cfg)
+    if cfg.init_from:
+        load_network_weights(module, cfg.init_from)
+    instantiate(cfg.lr_finder).run(trainer, module, datamodule, run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lightlab.errors import UserError
+from lightning_modules.optimization import RUN_LENGTH_ARGUMENTS
 
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 
@@ -27,6 +28,8 @@ class RunSettings:
     monitor_mode: typing.Literal["min", "max"]
     test_after_fit: bool
     ckpt_path: str | None
+    init_from: str | None
+    compile: bool
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -94,6 +97,8 @@ def _check_target(node: DictConfig, path: str, problems: list[str]) -> None:
                 problems.append(f"'{full_key}' is not a parameter of {node._target_} (it accepts: {accepted}). "
                                 f"Remove it or fix its spelling.")
             continue
+        if key in RUN_LENGTH_ARGUMENTS and node[key] is None:
+            continue  # "the whole run": filled in when the scheduler is built
         if key in hints and not OmegaConf.is_interpolation(node, key):
             value = OmegaConf.to_object(node[key]) if isinstance(node[key], (DictConfig, ListConfig)) else node[key]
             if not matches(value, hints[key]):

@@ -9,16 +9,18 @@ import torch
 from hydra.utils import instantiate
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightlab.fast_loop import FastHooksModule
+from lightning_modules.task_module import TaskModule
 
 
-class ClassificationModule(FastHooksModule):
+class ClassificationModule(TaskModule):
     def __init__(self, net: dict, optimizer: dict, loss: dict, input_shape: list[int], num_classes: int,
-                 scheduler: dict | None = None):
+                 scheduler: dict | None = None, parameter_groups: dict | None = None, compile: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = instantiate(net, input_shape=list(input_shape), num_classes=num_classes, _convert_="all")
+        self.net = self.build_network(net, compile, input_shape=list(input_shape), num_classes=num_classes)
         self.loss = instantiate(loss, _convert_="all")
+        # NLLLoss takes log-probabilities: with it, the module's output is log_softmax of the network's.
+        self.log_probabilities = isinstance(self.loss, torch.nn.NLLLoss)
         # validate_args=False: the argument checks cost more than the update and read values back from the
         # device. (ModuleDict keys cannot be "train": nn.Module.train exists, hence the "_accuracy" suffix.)
         self.accuracy = torch.nn.ModuleDict({
@@ -28,21 +30,23 @@ class ClassificationModule(FastHooksModule):
         self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        outputs = self.net(x)
+        return outputs.log_softmax(dim=1) if self.log_probabilities else outputs
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        self.accuracy["train_accuracy"].update(logits.detach(), labels)
-        self.train_loss_sum += loss.detach()
+        if self.first_call_for_batch(batch_index):
+            self.accuracy["train_accuracy"].update(logits.detach(), labels)
+            self.train_loss_sum += loss.detach()
         # Per-step values only on the steps the logger writes (every trainer.log_every_n_steps): a
         # self.log call costs a sizeable share of a small model's step.
         if self.trainer._logger_connector.should_update_logs:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_end(self) -> None:
+    def log_train_epoch_metrics(self) -> None:
         steps = max(self.trainer.num_training_batches, 1)
         self.log("train/loss", self.train_loss_sum / steps)
         self.log("train/acc", self.accuracy["train_accuracy"].compute())
@@ -61,13 +65,3 @@ class ClassificationModule(FastHooksModule):
 
     def test_step(self, batch, batch_index: int) -> None:
         self._evaluate(batch, "test")
-
-    def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters(), _convert_="all")
-        if not self.hparams.scheduler:
-            return optimizer
-        # The scheduler config *is* Lightning's lr_scheduler dict (interval, frequency, monitor, ...),
-        # with the torch scheduler itself under `scheduler`.
-        scheduler = dict(self.hparams.scheduler)
-        scheduler["scheduler"] = instantiate(scheduler["scheduler"], optimizer=optimizer, _convert_="all")
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}

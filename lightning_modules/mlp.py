@@ -6,28 +6,36 @@ The seed's networks are all settings of this one class:
   DynamicMLP          any hidden_dims, dropout=0.2
   MLPWithBN           batch_norm=true (Linear -> BatchNorm -> activation -> dropout)
   residual MLP        residual=true, equal widths (a block adds its input when its widths match)
+  FusedBiasActivation activation=fused_bias_relu (the hidden layers' bias and ReLU as one autograd op)
 """
 from typing import Literal
 
 import torch
 from torch import nn
 
+from lightning_modules.fused_activation import FusedBiasReLULayer
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
                "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
-Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu"]
+Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu", "fused_bias_relu"]
 Init = Literal["default", "kaiming", "xavier"]
 
 
 class HiddenBlock(nn.Module):
-    """Linear -> (BatchNorm) -> activation -> (Dropout), plus the input when `residual` and widths match."""
+    """Linear -> (BatchNorm) -> activation -> (Dropout), plus the input when `residual` and widths match.
+
+    With "fused_bias_relu" the bias moves from the Linear into the activation, which adds it and applies ReLU
+    in one op (after the BatchNorm, if any); the parameter count stays the same.
+    """
 
     def __init__(self, in_features: int, out_features: int, activation: str, dropout: float, batch_norm: bool,
                  residual: bool):
         super().__init__()
-        layers = [nn.Linear(in_features, out_features)]
+        fused = activation == "fused_bias_relu"
+        layers = [nn.Linear(in_features, out_features, bias=not fused)]
         if batch_norm:
             layers.append(nn.BatchNorm1d(out_features))
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(FusedBiasReLULayer(out_features, fan_in=in_features) if fused else ACTIVATIONS[activation]())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         self.layers = nn.Sequential(*layers)
@@ -72,3 +80,5 @@ def initialize_weights(module: nn.Module, init: str, activation: str = "relu") -
                 nn.init.xavier_normal_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+        elif isinstance(layer, FusedBiasReLULayer):
+            nn.init.zeros_(layer.bias)  # the bias its Linear hands over

@@ -4,16 +4,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from lightlab.compose import CONFIG_DIR, compose_config
 from lightlab.config_checks import check_config
 from lightlab.errors import UserError
 from lightlab.run_directory import numbered_dir
 from run import build
+from tests.conftest import write_tiny_mnist
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
-                       for option in group.glob("*.yaml"))
+                       for option in group.glob("*.yaml") if not option.name.startswith("_"))  # _x: shared parts
 
 
 def test_every_group_has_options():
@@ -22,33 +23,40 @@ def test_every_group_has_options():
             "debug", "paths", "hydra"} <= groups
 
 
+# Options that are refused with the default model, by design; they are tested with a model that fits.
+NEEDS_OTHER_MODEL = {("optimizer", "sparse_adam"): "has none"}
+
+
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
-def test_every_option_composes_checks_and_builds(group, option, tmp_path, tiny_data):
-    cfg = compose_config([f"{group}={option}", f"paths.data_dir={tiny_data}"], output_dir=str(tmp_path))
+def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path, tiny_data):
+    """Each option for real: composed, checked, built by run.py's own build(), then two training steps
+    and a validation batch, after which the monitored metric must have been logged."""
+    write_tiny_mnist(tiny_data, "FashionMNIST")
+    cfg = compose_config([f"{group}={option}", f"paths.data_dir={tiny_data}", "data.val_size=64",
+                          "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                          "trainer.num_sanity_val_steps=0"], output_dir=str(tmp_path))
+    if OmegaConf.missing_keys(cfg):  # options that need a value from the user say so by name
+        with pytest.raises(UserError, match="not set: " + ", ".join(sorted(OmegaConf.missing_keys(cfg)))):
+            check_config(cfg)
+        return
     check_config(cfg)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        cfg.trainer.accelerator = "cpu"  # composed and checked as written; built on the CPU this machine has
-    datamodule, module, trainer = build(cfg)  # run.py's own build, for real (constructors read no data)
-    assert module(torch.zeros(2, *datamodule.input_shape)).shape == (2, datamodule.num_classes)
-    optimizers = module.configure_optimizers()
+        cfg.trainer.accelerator = "cpu"  # composed and checked as written; trained on the CPU this machine has
+        cfg.trainer.precision = "bf16-mixed"
+    datamodule, module, trainer = build(cfg)
+    if (group, option) in NEEDS_OTHER_MODEL:
+        with pytest.raises(UserError, match=NEEDS_OTHER_MODEL[group, option]):
+            trainer.fit(module, datamodule=datamodule)
+        return
+    trainer.fit(module, datamodule=datamodule)
+    if cfg.trainer.check_val_every_n_epoch == 1 and not cfg.trainer.fast_dev_run:
+        assert torch.isfinite(trainer.callback_metrics[cfg.monitor])
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
     if cfg.scheduler:  # Lightning's scheduler settings come from config, not code
-        settings = optimizers["lr_scheduler"]
-        assert {k: v for k, v in settings.items() if k != "scheduler"} == {
-            k: v for k, v in cfg.scheduler.items() if k != "scheduler"}
-        assert type(settings["scheduler"]).__name__ == cfg.scheduler.scheduler._target_.rsplit(".", 1)[1]
-    assert trainer.max_epochs == cfg.trainer.max_epochs or cfg.trainer.fast_dev_run
-
-
-def test_plateau_scheduler_settings_reach_lightning(tmp_path):
-    cfg = compose_config(["scheduler=plateau", "monitor=val/loss", "monitor_mode=min", "scheduler.frequency=2",
-                          "scheduler.scheduler.patience=4"], output_dir=str(tmp_path))
-    module = instantiate(cfg.lightning_module, input_shape=[1, 28, 28], num_classes=10, _recursive_=False,
-                         _convert_="all")
-    settings = module.configure_optimizers()["lr_scheduler"]
-    assert (settings["monitor"], settings["interval"], settings["frequency"]) == ("val/loss", "epoch", 2)
-    plateau = settings["scheduler"]
-    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
-    assert (plateau.mode, plateau.patience) == ("min", 4)
+        settings = trainer.lr_scheduler_configs[-1]
+        assert (settings.interval, settings.frequency) == (cfg.scheduler.interval, cfg.scheduler.frequency)
+        target = cfg.scheduler.scheduler._target_.rsplit(".", 1)[1]
+        assert type(settings.scheduler).__name__ == target or target == "lambda_schedule"
 
 
 @pytest.mark.parametrize("override,message", [

@@ -1,0 +1,81 @@
+"""Fine-tuning: start from another run's network weights, freeze parts, unfreeze them later.
+
+The seed's recipe (`model.load_state_dict(torch.load(...))`, then `optimizer.add_param_group(...)`) as
+config: `init_from=<checkpoint>` and `callbacks=finetune`.
+"""
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import BaseFinetuning
+
+from lightlab.errors import UserError
+
+
+def load_network_weights(module: torch.nn.Module, path: str) -> None:
+    """Copy the network weights of a Lightning checkpoint (keys net.*) or a bare state_dict into `module.net`.
+    Optimizer state, epoch and scheduler are not taken: this run starts its own (use ckpt_path to resume)."""
+    fix = "Point init_from at a .ckpt file of a run with the same network (model=... settings), or a state_dict file."
+    if not Path(path).is_file():
+        raise UserError(f"init_from={path}: no such file. {fix}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated files, foreign formats, pickled objects: all refused
+        raise UserError(f"init_from={path} does not load as plain tensors ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0]}). {fix}") from None
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
+                   if key.startswith("net.")}
+    else:
+        weights = checkpoint
+    if not isinstance(weights, dict) or not weights:
+        raise UserError(f"init_from={path} holds no network weights. {fix}")
+    own = module.net.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    reshaped = sorted(key for key in set(own) & set(weights) if own[key].shape != weights[key].shape)
+    if missing or unexpected or reshaped:
+        details = "; ".join(f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}" for label, keys in
+                            (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys)
+        raise UserError(f"init_from={path} is a different network ({details}). {fix}")
+    module.net.load_state_dict(weights)
+
+
+class FreezeThenUnfreeze(BaseFinetuning):
+    """Freezes the named submodules of the LightningModule (e.g. net.features) before training, and at
+    epoch `unfreeze_at_epoch` makes them trainable again as a new optimizer parameter group with
+    learning rate `unfreeze_lr`. Lightning's BaseFinetuning keeps the added group across resumes."""
+
+    def __init__(self, modules: list[str], unfreeze_at_epoch: int | None = None, unfreeze_lr: float = 1e-4,
+                 train_batch_norm: bool = True):
+        super().__init__()
+        self.module_names = list(modules)
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.unfreeze_lr = unfreeze_lr
+        self.train_batch_norm = train_batch_norm
+
+    def _modules(self, pl_module) -> list[torch.nn.Module]:
+        names = {name for name, _ in pl_module.named_modules()}
+        unknown = [name for name in self.module_names if name not in names]
+        if unknown:
+            top_level = ", ".join(f"net.{name}" for name, _ in pl_module.net.named_children())
+            raise UserError(f"callbacks.finetune.modules names {unknown}, which the module does not have; "
+                            f"its network's parts are: {top_level}.")
+        return [pl_module.get_submodule(name) for name in self.module_names]
+
+    def freeze_before_training(self, pl_module) -> None:
+        self.freeze(self._modules(pl_module), train_bn=self.train_batch_norm)
+
+    def finetune_function(self, pl_module, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if epoch != self.unfreeze_at_epoch:
+            return
+        modules = self._modules(pl_module)
+        self.make_trainable(modules)
+        # By identity: Lightning's filter_on_optimizer compares values, and equal tensors (zero biases) are common.
+        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        new = [p for module in modules for p in module.parameters() if id(p) not in present]
+        if new:
+            optimizer.add_param_group({"params": new, "lr": self.unfreeze_lr, "initial_lr": self.unfreeze_lr})
+            # Schedules then scale the new group from its own starting rate, as they do the others.
+            for config in pl_module.trainer.lr_scheduler_configs:
+                if hasattr(config.scheduler, "base_lrs"):
+                    config.scheduler.base_lrs.append(self.unfreeze_lr)
