@@ -16,35 +16,36 @@ NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNo
 SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 
 
-def parameter_groups(network: nn.Module, lr: float, weight_decay: float = 0.0,
+def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
                      lr_multipliers: dict[str, float] | None = None,
                      weight_decay_on_bias_and_norm: bool = False) -> list[dict]:
-    """The network's trainable parameters as optimizer parameter groups.
+    """The module's trainable parameters as optimizer parameter groups.
 
-    `lr_multipliers` maps submodule names of the network (as in `network.named_modules()`, e.g.
-    "features" or "features.0") to a factor on `lr`; the longest matching name wins, other parameters
+    `lr_multipliers` maps submodule names (as in `module.named_modules()`, e.g. "net.features" or
+    "net.features.0") to a factor on `lr`; the longest matching name wins, other parameters
     keep `lr`. Biases and normalisation weights get no weight decay unless `weight_decay_on_bias_and_norm`
     (decaying them only shrinks the scale of the layer they feed, which the next layer undoes).
     Parameters of sparse embeddings go into groups marked `sparse: True` (for SparseAdamWithDense).
     """
     lr_multipliers = dict(lr_multipliers or {})
-    module_names = {name for name, _ in network.named_modules() if name}
+    module_names = {name for name, _ in module.named_modules() if name}
     unknown = sorted(set(lr_multipliers) - module_names)
     if unknown:
-        top_level = ", ".join(name for name, _ in network.named_children())
-        raise UserError(f"parameter_groups.lr_multipliers names {unknown}, which the network does not have. "
-                        f"Its submodules are: {top_level} (nested names use dots, e.g. 'features.0').")
+        known = ", ".join(name for name, part in module.named_modules()
+                          if name and name.count(".") <= 1 and any(True for _ in part.parameters()))
+        raise UserError(f"parameter_groups.lr_multipliers names {unknown}, which the module does not have. "
+                        f"Its parts with parameters are: {known} (deeper names continue with dots).")
     no_decay = set()
     sparse = set()
-    for module in network.modules():
-        for name, parameter in module.named_parameters(recurse=False):
-            if isinstance(module, NORMALIZATION_LAYERS) or name == "bias":
+    for part in module.modules():
+        for name, parameter in part.named_parameters(recurse=False):
+            if isinstance(part, NORMALIZATION_LAYERS) or name == "bias":
                 no_decay.add(parameter)
-            if isinstance(module, SPARSE_LAYERS) and module.sparse:
+            if isinstance(part, SPARSE_LAYERS) and part.sparse:
                 sparse.add(parameter)
 
     groups: dict[tuple, dict] = {}  # one group per distinct (lr, weight decay, sparse), in parameter order
-    for name, parameter in network.named_parameters():
+    for name, parameter in module.named_parameters():
         if not parameter.requires_grad:
             continue  # frozen (see lightlab.finetuning): added as its own group when unfrozen
         owner = max((m for m in lr_multipliers if name.startswith(m + ".")), key=len, default=None)
@@ -58,15 +59,14 @@ def parameter_groups(network: nn.Module, lr: float, weight_decay: float = 0.0,
     return list(groups.values())
 
 
-def build_optimizer(network: nn.Module, optimizer: dict, grouping: dict) -> torch.optim.Optimizer:
+def build_optimizer(module: nn.Module, optimizer: dict, grouping: dict) -> torch.optim.Optimizer:
     """`optimizer` is a conf/optimizer config; `grouping` the `parameter_groups` config."""
-    settings = {key: value for key, value in optimizer.items() if key != "_target_"}
-    groups = instantiate(grouping, network=network, lr=settings.get("lr", 1e-3),
-                         weight_decay=settings.get("weight_decay", 0.0), _convert_="all")
-    if "weight_decay" not in settings:  # optimizers without weight decay (Rprop, LBFGS, SparseAdam) reject the key
-        for group in groups:
-            group.pop("weight_decay")
     try:
+        groups = instantiate(grouping, module=module, lr=optimizer.get("lr", 1e-3),
+                             weight_decay=optimizer.get("weight_decay", 0.0), _convert_="all")
+        if "weight_decay" not in optimizer:  # optimizers without weight decay (Rprop, LBFGS, SparseAdam)
+            for group in groups:
+                group.pop("weight_decay")
         return instantiate(optimizer, params=groups, _convert_="all")
     except InstantiationException as error:  # torch's own argument checks, e.g. LBFGS takes one group only
         if isinstance(error.__cause__, UserError):
