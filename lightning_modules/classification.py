@@ -40,10 +40,7 @@ class ClassificationModule(TaskModule):
         if self.first_call_for_batch(batch_index):
             self.accuracy["train_accuracy"].update(logits.detach(), labels)
             self.train_loss_sum += loss.detach()
-        # Per-step values only on the steps the logger writes (every trainer.log_every_n_steps): a
-        # self.log call costs a sizeable share of a small model's step.
-        if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+        self.log_step_loss(loss)
         return loss
 
     def log_train_epoch_metrics(self) -> None:
@@ -53,15 +50,9 @@ class ClassificationModule(TaskModule):
         self.accuracy["train_accuracy"].reset()
         self.train_loss_sum.zero_()
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def evaluate(self, batch, stage: str) -> None:
         images, labels = batch
         logits = self(images)
         self.accuracy[f"{stage}_accuracy"].update(logits, labels)
         self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)
-
-    def validation_step(self, batch, batch_index: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_index: int) -> None:
-        self._evaluate(batch, "test")

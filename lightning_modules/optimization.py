@@ -62,8 +62,9 @@ def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
 def build_optimizer(module: nn.Module, optimizer: dict, grouping: dict) -> torch.optim.Optimizer:
     """`optimizer` is a conf/optimizer config; `grouping` the `parameter_groups` config."""
     try:
-        groups = instantiate(grouping, module=module, lr=optimizer.get("lr", 1e-3),
-                             weight_decay=optimizer.get("weight_decay", 0.0), _convert_="all")
+        settings = dict(module=module, lr=optimizer["lr"], weight_decay=optimizer.get("weight_decay", 0.0))
+        # No grouping config (a module built by hand): one group per weight-decay setting, no multipliers.
+        groups = instantiate(grouping, **settings, _convert_="all") if grouping else parameter_groups(**settings)
         if "weight_decay" not in optimizer:  # optimizers without weight decay (Rprop, LBFGS, SparseAdam)
             for group in groups:
                 group.pop("weight_decay")

@@ -29,6 +29,22 @@ class TaskModule(FastHooksModule):
         first, self._last_batch = key != getattr(self, "_last_batch", None), key
         return first
 
+    def log_step_loss(self, loss: torch.Tensor) -> None:
+        # Only on the steps the logger writes (every trainer.log_every_n_steps): a self.log call costs a
+        # sizeable share of a small model's step.
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch, batch_index: int) -> None:
+        self.evaluate(batch, "test")
+
+    def evaluate(self, batch, stage: str) -> None:
+        """Compute and log the `stage` ("val" or "test") metrics of one batch."""
+        raise NotImplementedError
+
     def log_train_epoch_metrics(self) -> None:
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ from lightlab.errors import UserError
 from lightlab.finetuning import load_network_weights
 from lightning_modules.classification import ClassificationModule
 from run import build, train
-from tests.conftest import quick_overrides
+from tests.conftest import quick_overrides, require_real_data, run_cli
 
 
 def compose(tmp_path, data, *overrides):
@@ -212,3 +212,33 @@ def test_every_optimizer_option_builds_its_torch_class_with_the_configured_lr(tm
         _, optimizer = optimizer_of(cfg)
         assert type(optimizer) is type(instantiate(cfg.optimizer, params=[nn.Parameter(torch.zeros(1))]))
         assert {group["lr"] for group in optimizer.param_groups} == {cfg.optimizer.lr}
+
+
+@pytest.mark.slow
+def test_mnist_features_fine_tuned_on_fashion_mnist(tmp_path):
+    """The shipped fine-tuning experiment on real data, from a (shortened) MNIST pretraining run."""
+    data = require_real_data("FashionMNIST")
+    require_real_data("MNIST")
+    logs = tmp_path / "logs"
+    pretrain = run_cli("experiment=mnist_mlp", "run_name=pretrained", "trainer.max_epochs=3", f"paths.data_dir={data}",
+                       f"paths.log_dir={logs}")
+    assert pretrain.returncode == 0, pretrain.stderr[-2000:]
+    source = logs / "mnist_mlp" / "pretrained" / "checkpoints" / "last.ckpt"
+    result = run_cli("experiment=fashion_mnist_finetune", f"init_from={source}", "run_name=finetuned",
+                     f"paths.data_dir={data}", f"paths.log_dir={logs}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((logs / "fashion_mnist_finetune" / "finetuned" / "metrics.json").read_text())["metrics"]
+    assert metrics["test/acc"] >= 0.86
+
+
+@pytest.mark.slow
+def test_lbfgs_learns_real_mnist(tmp_path):
+    data = require_real_data("MNIST")
+    result = run_cli("optimizer=lbfgs", "trainer.max_epochs=1", "trainer.limit_train_batches=100",
+                     "trainer.log_every_n_steps=10", f"paths.data_dir={data}", f"paths.log_dir={tmp_path}",
+                     "run_name=lbfgs")
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "mnist_mlp" / "lbfgs"
+    step_losses = scalars(run_dir, "train/loss_step")
+    assert len(step_losses) == 10 and step_losses[-1] < 0.3 * step_losses[0]
+    assert json.loads((run_dir / "metrics.json").read_text())["metrics"]["test/acc"] >= 0.9
