@@ -172,7 +172,8 @@ def check_monitored_metrics(trainer) -> None:
     """After an epoch's metrics are logged: fail, naming the key, if a monitored metric never was.
     (Lightning would stop with a traceback from deep in its loop, or for the checkpoint, after training.)"""
     logged = sorted(trainer.callback_metrics)
-    monitors = [("scheduler.monitor", config.monitor) for config in trainer.lr_scheduler_configs if config.monitor]
+    monitors = [("scheduler.monitor", config.monitor) for config in trainer.lr_scheduler_configs
+                if config.monitor and config.strict]  # strict: false asks Lightning to skip the step instead
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and getattr(checkpoint, "monitor", None):
         monitors.append(("monitor", checkpoint.monitor))
