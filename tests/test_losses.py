@@ -1,6 +1,7 @@
 """Each loss against the textbook formula written out here, and every conf/loss option builds and runs."""
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from lightlab.compose import CONFIG_DIR, compose_config
@@ -154,3 +155,17 @@ def test_config_checker_reads_the_loss_annotations(tmp_path):
         check_config(compose_config(["loss=cross_entropy", "loss.class_weights=heavy"], output_dir=str(tmp_path)))
     with pytest.raises(UserError, match="gamma"):
         check_config(compose_config(["loss=focal", "loss.gamma=[2]"], output_dir=str(tmp_path)))
+
+
+def test_loss_nll_makes_the_module_output_log_probabilities(tmp_path, tiny_data):
+    from run import build
+    from tests.conftest import quick_overrides
+
+    _, with_nll, _ = build(compose_config(["loss=nll", *quick_overrides(tiny_data, tmp_path)], str(tmp_path)))
+    images = torch.randn(5, 1, 28, 28)
+    log_probabilities = with_nll(images)
+    torch.testing.assert_close(log_probabilities.logsumexp(dim=1), torch.zeros(5))
+    torch.testing.assert_close(log_probabilities, with_nll.net(images).log_softmax(dim=1))
+    # so NLL on the module's output is cross-entropy on the network's logits
+    labels = torch.arange(5)
+    torch.testing.assert_close(with_nll.loss(log_probabilities, labels), F.cross_entropy(with_nll.net(images), labels))
