@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule, module, trainer = build(cfg)
     if cfg.init_from:
         load_network_weights(module, cfg.init_from)
-    instantiate(cfg.lr_finder).run(trainer, module, datamodule, run_dir)
+    instantiate(cfg.lr_finder).run(trainer, module, datamodule, run_dir, resuming=cfg.ckpt_path is not None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback

@@ -14,9 +14,13 @@ from collections.abc import Mapping, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lightlab.errors import UserError
-from lightning_modules.optimization import RUN_LENGTH_ARGUMENTS
 
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+# Scheduler arguments that give a schedule's length. Left null in conf/scheduler, they are filled in
+# with the run's length in the scheduler's own unit (epochs or optimizer steps; see
+# lightning_modules/optimization.py), so nobody types a step count that silently stops matching
+# when batch size or epochs change.
+RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
 
 
 class RunSettings:

@@ -7,6 +7,8 @@ in the run directory and to TensorBoard (image "lr_finder").
 import json
 from pathlib import Path
 
+from lightlab.errors import UserError
+
 
 class LearningRateFinder:
     def __init__(self, enabled: bool = False, apply: bool = True, min_lr: float = 1e-6, max_lr: float = 1.0,
@@ -15,11 +17,15 @@ class LearningRateFinder:
         self.search = dict(min_lr=min_lr, max_lr=max_lr, num_training=num_steps,
                            early_stop_threshold=early_stop_threshold)
 
-    def run(self, trainer, module, datamodule, run_dir: Path) -> float | None:
+    def run(self, trainer, module, datamodule, run_dir: Path, resuming: bool = False) -> float | None:
         """The suggested learning rate (None when disabled or no suggestion); with `apply`, the
-        module's optimizer config takes it, so training and the checkpoint's hparams use it."""
+        module's optimizer config takes it (and a cyclic schedule's max_lr), so training and the
+        checkpoint's hparams use it."""
         if not self.enabled:
             return None
+        if resuming:
+            raise UserError("lr_finder.enabled=true with ckpt_path: a resumed run restores its optimizer's learning "
+                            "rates from the checkpoint, so a suggestion could not be applied. Drop one of the two.")
         import matplotlib
         from pytorch_lightning.loggers import TensorBoardLogger
         from pytorch_lightning.tuner import Tuner
@@ -31,6 +37,9 @@ class LearningRateFinder:
         applied = bool(self.apply and suggestion)
         if applied:
             module.hparams.optimizer["lr"] = suggestion
+            schedule = (module.hparams.get("scheduler") or {}).get("scheduler", {})
+            if "max_lr" in schedule:  # OneCycle/Cyclic set the rate from max_lr: the suggestion is that peak
+                schedule["max_lr"] = suggestion
         (run_dir / "lr_finder.json").write_text(json.dumps({
             "suggestion": suggestion, "applied": applied, "configured_lr": initial,
             "lr": finder.results["lr"], "loss": finder.results["loss"]}, indent=1) + "\n")

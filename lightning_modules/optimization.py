@@ -10,9 +10,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
+from lightlab.config_checks import RUN_LENGTH_ARGUMENTS
 from lightlab.errors import UserError
 
-NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 
 
@@ -24,17 +25,12 @@ def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
     `lr_multipliers` maps submodule names (as in `module.named_modules()`, e.g. "net.features" or
     "net.features.0") to a factor on `lr`; the longest matching name wins, other parameters
     keep `lr`. Biases and normalisation weights get no weight decay unless `weight_decay_on_bias_and_norm`
-    (decaying them only shrinks the scale of the layer they feed, which the next layer undoes).
+    (decaying them only shrinks the scale of the layer they feed, which the next layer undoes), nor do
+    the parameters of a learned loss (loss.*).
     Parameters of sparse embeddings go into groups marked `sparse: True` (for SparseAdamWithDense).
     """
     lr_multipliers = dict(lr_multipliers or {})
-    module_names = {name for name, _ in module.named_modules() if name}
-    unknown = sorted(set(lr_multipliers) - module_names)
-    if unknown:
-        known = ", ".join(name for name, part in module.named_modules()
-                          if name and name.count(".") <= 1 and any(True for _ in part.parameters()))
-        raise UserError(f"parameter_groups.lr_multipliers names {unknown}, which the module does not have. "
-                        f"Its parts with parameters are: {known} (deeper names continue with dots).")
+    submodules(module, list(lr_multipliers), "parameter_groups.lr_multipliers")
     no_decay = set()
     sparse = set()
     for part in module.modules():
@@ -50,7 +46,9 @@ def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
             continue  # frozen (see lightlab.finetuning): added as its own group when unfrozen
         owner = max((m for m in lr_multipliers if name.startswith(m + ".")), key=len, default=None)
         group_lr = lr * lr_multipliers[owner] if owner else lr
-        decay = 0.0 if (parameter in no_decay and not weight_decay_on_bias_and_norm) else weight_decay
+        # A learned loss weighting (loss.*) is never decayed: decay would pull its task weights towards 1.
+        exempt = (parameter in no_decay and not weight_decay_on_bias_and_norm) or name.startswith("loss.")
+        decay = 0.0 if exempt else weight_decay
         key = (group_lr, decay, parameter in sparse)
         group = groups.setdefault(key, {"params": [], "lr": group_lr, "weight_decay": decay})
         if parameter in sparse:
@@ -59,22 +57,40 @@ def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
     return list(groups.values())
 
 
-def build_optimizer(module: nn.Module, optimizer: dict, grouping: dict) -> torch.optim.Optimizer:
-    """`optimizer` is a conf/optimizer config; `grouping` the `parameter_groups` config."""
+def submodules(module: nn.Module, names: list[str], key: str) -> list[nn.Module]:
+    """The submodules called `names` (e.g. net.features), or a UserError for config `key` listing real names."""
+    known = dict(module.named_modules())
+    unknown = [name for name in names if name not in known or not name]
+    if unknown:
+        parts = ", ".join(name for name, part in known.items()
+                          if name and name.count(".") <= 1 and any(True for _ in part.parameters()))
+        raise UserError(f"{key} names {unknown}, which the module does not have. Its parts with parameters are: "
+                        f"{parts} (deeper names continue with dots).")
+    return [known[name] for name in names]
+
+
+def build(config: dict, key: str, **runtime):
+    """instantiate(config, **runtime), with torch's own argument checks (LBFGS takes one parameter group,
+    lr must be positive, ...) and ours reported as a UserError that names the config key."""
     try:
-        settings = dict(module=module, lr=optimizer["lr"], weight_decay=optimizer.get("weight_decay", 0.0))
-        # No grouping config (a module built by hand): one group per weight-decay setting, no multipliers.
-        groups = instantiate(grouping, **settings, _convert_="all") if grouping else parameter_groups(**settings)
-        if "weight_decay" not in optimizer:  # optimizers without weight decay (Rprop, LBFGS, SparseAdam)
-            for group in groups:
-                group.pop("weight_decay")
-        return instantiate(optimizer, params=groups, _convert_="all")
-    except InstantiationException as error:  # torch's own argument checks, e.g. LBFGS takes one group only
+        return instantiate(config, **runtime, _convert_="all")
+    except InstantiationException as error:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
-        raise UserError(f"optimizer {optimizer['_target_']} cannot be built with these settings: "
-                        f"{error.__cause__}. Change the optimizer.* or parameter_groups.* keys named there."
-                        ) from None
+        raise UserError(f"{key} ({config['_target_']}) cannot be built with these settings: {error.__cause__}. "
+                        f"Change the {key}.* keys named there.") from None
+
+
+def build_optimizer(module: nn.Module, optimizer: dict, grouping: dict | None) -> torch.optim.Optimizer:
+    """`optimizer` is a conf/optimizer config; `grouping` the `parameter_groups` config."""
+    settings = dict(module=module, lr=optimizer.get("lr", 1.0), weight_decay=optimizer.get("weight_decay", 0.0))
+    # No grouping config (a module built by hand): one group per weight-decay setting, no multipliers.
+    groups = build(grouping, "parameter_groups", **settings) if grouping else parameter_groups(**settings)
+    for group in groups:  # keys the optimizer does not take (Rprop, LBFGS, SparseAdam have no weight decay)
+        for key in ("lr", "weight_decay"):
+            if key not in optimizer:
+                group.pop(key)
+    return build(optimizer, "optimizer", params=groups)
 
 
 class SparseAdamWithDense(torch.optim.Optimizer):
@@ -89,9 +105,9 @@ class SparseAdamWithDense(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  dense: dict | None = None):
-        groups = [dict(group) for group in params]
-        sparse_groups = [group for group in groups if group.pop("sparse", False)]
-        dense_groups = [group for group in groups if group not in sparse_groups]
+        sparse_groups, dense_groups = [], []
+        for group in map(dict, params):
+            (sparse_groups if group.pop("sparse", False) else dense_groups).append(group)
         if not sparse_groups:
             raise UserError("optimizer=sparse_adam optimises the embeddings of a model built with sparse "
                             "gradients (nn.Embedding(..., sparse=True)), and this model has none. Choose a model "
@@ -102,6 +118,16 @@ class SparseAdamWithDense(torch.optim.Optimizer):
         self.dense = instantiate(dense, params=dense_groups, _convert_="all") if dense_groups else None
         self.optimizers = [o for o in (self.sparse, self.dense) if o is not None]
         super().__init__([group for o in self.optimizers for group in o.param_groups], {})
+        self.built = True
+
+    def add_param_group(self, param_group: dict) -> None:
+        if not getattr(self, "built", False):  # Optimizer.__init__ registering the inner optimizers' groups
+            return super().add_param_group(param_group)
+        if self.dense is None:
+            raise UserError("optimizer=sparse_adam has no dense optimizer here (every parameter was a sparse "
+                            "embedding), so parameters unfrozen later cannot be added. Leave them unfrozen.")
+        self.dense.add_param_group(param_group)  # unfrozen parameters (lightlab.finetuning) are dense ones
+        self.param_groups.append(self.dense.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -122,14 +148,25 @@ class SparseAdamWithDense(torch.optim.Optimizer):
         self.param_groups = [group for o in self.optimizers for group in o.param_groups]
 
 
-# Scheduler arguments that give a schedule's length. Left null in conf/scheduler, they are filled in
-# with the run's length in the scheduler's own unit (epochs or optimizer steps), so nobody types a
-# step count that silently stops matching when batch size or epochs change.
-RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
+def check_optimizer_fits_trainer(optimizer: torch.optim.Optimizer, trainer) -> None:
+    """Combinations that Lightning or torch would run wrongly, or fail on deep inside a step."""
+    if isinstance(optimizer, torch.optim.LBFGS) and trainer.accumulate_grad_batches > 1:
+        # Lightning zeroes gradients once per accumulation window; LBFGS's repeated closure calls would then
+        # add up the same batch's gradient again and again.
+        raise UserError("optimizer=lbfgs cannot accumulate gradients: set trainer.accumulate_grad_batches=1.")
+    if trainer.precision == "16-mixed" and trainer.gradient_clip_val and optimizer.defaults.get("fused"):
+        # float16 needs a gradient scaler; a fused optimizer unscales inside its step, after Lightning clips.
+        raise UserError("trainer.precision=16-mixed with gradient clipping needs an unfused optimizer: "
+                        "set optimizer.fused=false (or use trainer.precision=bf16-mixed).")
+    if isinstance(optimizer, SparseAdamWithDense) and trainer.gradient_clip_val:
+        raise UserError("optimizer=sparse_adam cannot clip gradients (torch's clipping rejects sparse gradients): "
+                        "set trainer.gradient_clip_val=null.")
+
+
 # These set the learning rate from `base_lr` rather than multiplying the current one, so a warmup
 # (which multiplies) cannot be layered on them.
 ABSOLUTE_SCHEDULERS = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR,
-                       torch.optim.lr_scheduler.CyclicLR)
+                       torch.optim.lr_scheduler.CyclicLR, torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)
 
 
 def build_lr_schedulers(optimizer: torch.optim.Optimizer, config: dict, trainer) -> list[dict]:
@@ -142,7 +179,7 @@ def build_lr_schedulers(optimizer: torch.optim.Optimizer, config: dict, trainer)
     for argument in RUN_LENGTH_ARGUMENTS:
         if argument in schedule and schedule[argument] is None:
             schedule[argument] = run_length(trainer, config.get("interval", "epoch"), config.get("frequency", 1))
-    config["scheduler"] = instantiate(schedule, optimizer=optimizer, _convert_="all")
+    config["scheduler"] = build(schedule, "scheduler.scheduler", optimizer=optimizer)
     schedulers = [config]
     if warmup_steps:
         if isinstance(config["scheduler"], ABSOLUTE_SCHEDULERS):
@@ -153,7 +190,7 @@ def build_lr_schedulers(optimizer: torch.optim.Optimizer, config: dict, trainer)
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=warmup_start_factor, end_factor=1.0,
                                                    total_iters=warmup_steps)
         schedulers.insert(0, {"scheduler": warmup, "interval": "step", "frequency": 1,
-                              "name": f"lr-{type(optimizer).__name__}-warmup"})
+                              "name": f"lr-{type(optimizer).__name__}-step"})
     return schedulers
 
 
@@ -164,7 +201,7 @@ def run_length(trainer, interval: str, frequency: int) -> int:
         steps = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
     if math.isinf(steps):
         raise UserError("a scheduler length left null (T_max, total_steps, total_iters) means 'the whole run', "
-                        "but this run has no end: set trainer.max_epochs (or trainer.max_steps) or the length.")
+                        "but this run has no end: set trainer.max_epochs, or the length itself.")
     return max(int(steps) // frequency, 1)
 
 
@@ -174,9 +211,11 @@ def check_monitored_metrics(trainer) -> None:
     logged = sorted(trainer.callback_metrics)
     monitors = [("scheduler.monitor", config.monitor) for config in trainer.lr_scheduler_configs
                 if config.monitor and config.strict]  # strict: false asks Lightning to skip the step instead
-    checkpoint = trainer.checkpoint_callback
+    checkpoint, early_stopping = trainer.checkpoint_callback, trainer.early_stopping_callback
     if checkpoint is not None and getattr(checkpoint, "monitor", None):
         monitors.append(("monitor", checkpoint.monitor))
+    if early_stopping is not None and early_stopping.strict:
+        monitors.append(("callbacks.early_stopping.monitor", early_stopping.monitor))
     for key, name in monitors:
         if name not in trainer.callback_metrics:
             raise UserError(f"{key}='{name}' names a metric that is never logged. Logged metrics: "

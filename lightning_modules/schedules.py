@@ -13,7 +13,7 @@ from lightlab.config_checks import locate
 
 def lambda_schedule(optimizer: torch.optim.Optimizer, function: str, arguments: dict | None = None):
     """LambdaLR over the function at dotted path `function` (config cannot hold a Python lambda)."""
-    # A partial, not a closure: LambdaLR then saves its (plain) arguments in checkpoints.
+    # Checkpoints keep no trace of the function but plain data: on resume it is rebuilt from this config.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(locate(function), **(arguments or {})))
 
 

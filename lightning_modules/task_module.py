@@ -4,7 +4,8 @@ import torch
 from hydra.utils import instantiate
 
 from lightlab.fast_loop import FastHooksModule
-from lightning_modules.optimization import build_lr_schedulers, build_optimizer, check_monitored_metrics
+from lightning_modules.optimization import (build_lr_schedulers, build_optimizer, check_monitored_metrics,
+                                            check_optimizer_fits_trainer)
 
 
 class TaskModule(FastHooksModule):
@@ -17,7 +18,8 @@ class TaskModule(FastHooksModule):
 
     def configure_optimizers(self):
         # The whole module's parameters: the network's ("net.…") and any the loss learns ("loss.…").
-        optimizer = build_optimizer(self, self.hparams.optimizer, self.hparams.parameter_groups)
+        optimizer = build_optimizer(self, self.hparams.optimizer, self.hparams.get("parameter_groups"))
+        check_optimizer_fits_trainer(optimizer, self.trainer)
         if not self.hparams.scheduler:
             return optimizer
         return [optimizer], build_lr_schedulers(optimizer, self.hparams.scheduler, self.trainer)

@@ -32,6 +32,7 @@ def scalars(run_dir, tag) -> list[float]:
 def optimizer_of(cfg):
     """The optimizer a run's module builds, without training."""
     datamodule, module, trainer = build(cfg)
+    module.trainer = trainer  # configure_optimizers checks the optimizer against the trainer's settings
     return module, module.configure_optimizers()
 
 
@@ -67,18 +68,23 @@ def test_lbfgs_trains_under_automatic_optimisation(tmp_path, tiny_data):
     original = module.training_step
 
     def counted_training_step(batch, batch_idx):
-        calls.append(batch_idx)
-        return original(batch, batch_idx)
+        loss = original(batch, batch_idx)
+        calls.append((trainer.current_epoch, batch_idx, float(loss)))
+        return loss
 
     module.training_step = counted_training_step
     trainer.fit(module, datamodule=datamodule)
     losses = scalars(tmp_path / "run", "train/loss")
     steps = trainer.global_step
     assert len(calls) > 2 * steps  # the closure ran forward + backward several times per step
-    assert losses[1] < 0.5 * losses[0]  # (real MNIST: tests/test_run_end_to_end.py)
+    assert losses[1] < 0.5 * losses[0]  # (real MNIST: test_lbfgs_learns_real_mnist)
     assert float(trainer.callback_metrics["val/acc"]) > 0.9
-    # Epoch statistics counted each batch once, not once per closure call: accuracy is a fraction of the set.
-    assert 0.0 <= float(trainer.callback_metrics["train/acc"]) <= 1.0
+    # The epoch's train/loss counts each batch once, at its first evaluation, not once per closure call.
+    first_evaluations = {}
+    for epoch, batch_index, loss in calls:
+        first_evaluations.setdefault((epoch, batch_index), loss)
+    epoch_zero = [loss for (epoch, _), loss in first_evaluations.items() if epoch == 0]
+    assert losses[0] == pytest.approx(sum(epoch_zero) / len(epoch_zero), rel=1e-5)
 
 
 class TokenBag(nn.Module):
@@ -130,6 +136,18 @@ def test_sparse_adam_updates_sparse_embeddings_and_a_dense_optimizer_the_rest(tm
     trainer.save_checkpoint(tmp_path / "sparse.ckpt")
     state = torch.load(tmp_path / "sparse.ckpt", weights_only=True)["optimizer_states"][0]
     assert len(state["optimizers"]) == 2 and state["optimizers"][0]["state"][0]["step"] > 0
+    fresh = ClassificationModule.load_from_checkpoint(tmp_path / "sparse.ckpt")
+    fresh.trainer = trainer
+    restored = fresh.configure_optimizers()[0][0]
+    restored.load_state_dict(state)
+    assert restored.sparse.state_dict()["state"][0]["step"] == state["optimizers"][0]["state"][0]["step"]
+    assert [g["lr"] for g in restored.param_groups] == [g["lr"] for g in optimizer.param_groups]
+    assert restored.param_groups[0] is restored.sparse.param_groups[0]  # still shared with the inner optimizer
+
+    clipped = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, gradient_clip_val=1.0)
+    with pytest.raises(UserError, match="optimizer=sparse_adam cannot clip gradients"):
+        clipped.fit(fresh, TensorBatches((tokens, labels), 32, shuffle=True))
 
 
 def test_sparse_adam_without_sparse_parameters_says_what_to_do(tmp_path, tiny_data):
@@ -164,6 +182,29 @@ def test_finetuning_starts_from_weights_freezes_then_unfreezes_with_its_own_lr(t
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in module.net.features.parameters()}
     # Only the weights came from the pretrained run: the optimizer started from scratch (1 epoch = 6 steps).
     assert trainer.optimizers[0].state[module.net.classifier.weight]["step"] == trainer.global_step == 12
+
+
+def test_unfrozen_groups_follow_the_schedule_the_decay_rules_and_a_resume(tmp_path, tiny_data):
+    finetune = ["callbacks=finetune", "callbacks.finetune.modules=[net.features]", "callbacks.finetune.unfreeze_at_epoch=1",
+                "callbacks.finetune.unfreeze_lr=0.0004", "optimizer=adamw", "scheduler=step", "trainer.max_epochs=3"]
+    cfg = compose(tmp_path / "first", tiny_data, *finetune, "trainer.max_epochs=2")
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    groups = trainer.optimizers[0].param_groups
+    # The unfrozen features: a decayed group for weights, an undecayed one for biases, both at 0.0004 times
+    # the factor the schedule has applied to the original groups (StepLR: 0.5 after 2 epochs).
+    assert [(g["weight_decay"], len(g["params"])) for g in groups[2:]] == [(0.01, 1), (0.0, 1)]
+    assert [g["lr"] for g in groups] == pytest.approx([0.0005, 0.0005, 0.0002, 0.0002])
+
+    # Resumed after the unfreeze epoch: the features are trainable again, in the groups the checkpoint had.
+    last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    resumed_cfg = compose(tmp_path / "resumed", tiny_data, *finetune, f"ckpt_path={last}")
+    datamodule, module, trainer = build(resumed_cfg)
+    before = torch.load(last, weights_only=True)["state_dict"]["net.features.0.layers.0.weight"]
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last))
+    assert trainer.current_epoch == 3 and len(trainer.optimizers[0].param_groups) == 4
+    assert module.net.features[0].layers[0].weight.requires_grad
+    assert not torch.equal(module.net.features[0].layers[0].weight.detach(), before)
 
 
 @pytest.mark.parametrize("source,message", [
@@ -202,16 +243,41 @@ def test_learning_rate_finder_logs_its_curve_and_applies_or_reports(apply, tmp_p
     assert "lr_finder" in events.Tags()["images"]
 
 
-def test_every_optimizer_option_builds_its_torch_class_with_the_configured_lr(tmp_path, tiny_data):
+OPTIMIZER_CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                     "adamax": torch.optim.Adamax, "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad,
+                     "adadelta": torch.optim.Adadelta, "asgd": torch.optim.ASGD, "rprop": torch.optim.Rprop,
+                     "lbfgs": torch.optim.LBFGS}
+
+
+def test_every_optimizer_option_builds_its_torch_class_with_the_configured_arguments(tmp_path, tiny_data):
     from lightlab.compose import CONFIG_DIR
 
-    for path in sorted((CONFIG_DIR / "optimizer").glob("*.yaml")):
-        cfg = compose(tmp_path, tiny_data, f"optimizer={path.stem}", "scheduler=none")
-        if path.stem == "sparse_adam":
-            continue  # needs sparse embeddings: tested above
+    options = {path.stem for path in (CONFIG_DIR / "optimizer").glob("*.yaml")}
+    assert options == set(OPTIMIZER_CLASSES) | {"sparse_adam"}  # sparse_adam: tested above
+    for option, expected_class in OPTIMIZER_CLASSES.items():
+        cfg = compose(tmp_path, tiny_data, f"optimizer={option}", "scheduler=none")
         _, optimizer = optimizer_of(cfg)
-        assert type(optimizer) is type(instantiate(cfg.optimizer, params=[nn.Parameter(torch.zeros(1))]))
+        assert type(optimizer) is expected_class, option
+        for key, value in OmegaConf.to_container(cfg.optimizer).items():
+            if key != "_target_":
+                got = optimizer.defaults[key]
+                assert (list(got) if isinstance(got, tuple) else got) == value, (option, key)
         assert {group["lr"] for group in optimizer.param_groups} == {cfg.optimizer.lr}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], "optimizer=lbfgs cannot accumulate gradients"),
+    (["callbacks=finetune", "scheduler=onecycle"], "callbacks.finetune cannot add parameter groups under OneCycleLR"),
+    (["callbacks=finetune", "optimizer=lbfgs", "scheduler=none"], "callbacks.finetune cannot unfreeze into optimizer=lbfgs"),
+    (["optimizer.lr=-1"], r"optimizer \(torch.optim.Adam\) cannot be built with these settings: Invalid learning rate"),
+    (["scheduler=lambda", "scheduler.scheduler.function=no.such.function"], "cannot import 'no.such.function'"),
+])
+def test_combinations_that_would_fail_later_are_refused_before_training(overrides, message, tmp_path, tiny_data):
+    cfg = compose(tmp_path, tiny_data, *overrides)
+    datamodule, module, trainer = build(cfg)
+    with pytest.raises(UserError, match=message):
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 0
 
 
 @pytest.mark.slow
@@ -242,3 +308,18 @@ def test_lbfgs_learns_real_mnist(tmp_path):
     step_losses = scalars(run_dir, "train/loss_step")
     assert len(step_losses) == 10 and step_losses[-1] < 0.3 * step_losses[0]
     assert json.loads((run_dir / "metrics.json").read_text())["metrics"]["test/acc"] >= 0.9
+
+
+def test_learning_rate_finder_sets_the_peak_of_a_one_cycle_schedule(tmp_path, tiny_data):
+    cfg = compose(tmp_path, tiny_data, "lr_finder.enabled=true", "lr_finder.num_steps=20", "lr_finder.max_lr=0.05",
+                  "lr_finder.early_stop_threshold=null", "scheduler=onecycle", "trainer.max_epochs=4")
+    train(cfg)
+    found = json.loads((tmp_path / "run" / "lr_finder.json").read_text())
+    used = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert used["scheduler"]["scheduler"]["max_lr"] == used["optimizer"]["lr"] == found["suggestion"]
+
+
+def test_learning_rate_finder_refuses_a_resumed_run(tmp_path, tiny_data):
+    cfg = compose(tmp_path, tiny_data, "lr_finder.enabled=true", f"ckpt_path={tmp_path / 'any.ckpt'}")
+    with pytest.raises(UserError, match="lr_finder.enabled=true with ckpt_path"):
+        train(cfg)

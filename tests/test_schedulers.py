@@ -83,28 +83,41 @@ def test_logged_learning_rates_follow_the_bare_torch_scheduler(name, tmp_path, t
     assert len(set(f"{lr:.6g}" for lr in logged)) > 1  # the schedule did change the rate
 
 
-@pytest.mark.parametrize("option", ["warmup_cosine", "step"])
+@pytest.mark.parametrize("option", ["warmup_cosine", "step", "plateau"])
 def test_linear_warmup_multiplies_the_schedule_step_by_step(option, tmp_path, tiny_data):
     warmup = 8
-    scalars = run(tmp_path, tiny_data, f"scheduler={option}", f"scheduler.warmup_steps={warmup}")
-    logged = scalars["lr-Adam-warmup"]  # logged every step
+    overrides = ["scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5"] if option == "plateau" else []
+    scalars = run(tmp_path, tiny_data, f"scheduler={option}", f"scheduler.warmup_steps={warmup}", *overrides)
+    logged = scalars["lr-Adam-step"]  # the rate at every step, warmup included
     optimizer = bare_optimizer()
     warm = lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
     if option == "warmup_cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS * STEPS_PER_EPOCH)
         expected = trajectory(lr_scheduler.ChainedScheduler([warm, main]), "step")
-    else:  # warmup per step, StepLR per epoch, on the same optimizer
-        main = lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    else:  # warmup per step, the schedule per epoch (on the logged metric for plateau), on the same optimizer
+        main = (lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5) if option == "step" else
+                lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0))
         expected = []
         for epoch in range(EPOCHS):
             for _ in range(STEPS_PER_EPOCH):
                 expected.append(optimizer.param_groups[0]["lr"])
                 optimizer.step()
                 warm.step()
-            main.step()
+            main.step(*([scalars["val/acc"][epoch]] if option == "plateau" else []))
     assert logged == pytest.approx(expected, rel=1e-5)
     assert logged[0] == pytest.approx(LR * 0.01, rel=1e-5)  # warmup_start_factor
     assert logged[warmup] > logged[warmup - 1] > logged[0] and logged[warmup + 1] <= logged[warmup]
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_plateau_follows_the_configured_mode(mode, tmp_path, tiny_data):
+    # val/loss falls while the model learns: an improvement for mode=min, a stall for mode=max.
+    scalars = run(tmp_path, tiny_data, "scheduler=plateau", "monitor=val/loss", f"monitor_mode={mode}",
+                  "scheduler.scheduler.patience=0")
+    expected = trajectory(lr_scheduler.ReduceLROnPlateau(bare_optimizer(), mode=mode, factor=0.5, patience=0),
+                          "epoch", metrics=scalars["val/loss"])
+    assert scalars["lr-Adam"] == pytest.approx(expected, rel=1e-5)
+    assert (scalars["lr-Adam"][-1] < LR) == (mode == "max")
 
 
 def test_warmup_on_a_schedule_that_sets_the_rate_itself_is_refused(tmp_path, tiny_data):
