@@ -1,9 +1,10 @@
-"""The MLP family: every model config builds for every image data config, learns, and follows its settings."""
+"""The MLP family and the CNN: every model config builds for every image data config, learns, and follows its settings."""
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from lightlab.compose import CONFIG_DIR, compose_config
+from lightning_modules.cnn import BasicCNN
 from lightning_modules.mlp import MLP, HiddenBlock
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -57,3 +58,14 @@ def test_weight_initialisation_follows_config(init, expected_std):
     assert torch.count_nonzero(first.bias) == 0
     default = MLP([784], 10, hidden_dims=[512]).features[0].layers[0]  # PyTorch's: uniform(+-1/sqrt(fan_in))
     assert default.weight.abs().max().item() <= 784 ** -0.5 + 1e-6
+
+
+@pytest.mark.parametrize("input_shape,head_inputs", [([1, 28, 28], 128 * 7 * 7), ([3, 32, 32], 128 * 8 * 8)])
+def test_basic_cnn_sizes_its_head_from_the_image(input_shape, head_inputs):
+    net = BasicCNN(input_shape, 10)  # the seed's: 32-64-128 channels, pools after the first two blocks
+    assert net.classifier[1].in_features == head_inputs  # the seed hand-wrote 128 * 8 * 8 for CIFAR
+    assert [m.out_channels for m in net.features if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.features) == 2
+    assert net(torch.randn(2, *input_shape)).shape == (2, 10)
+    with pytest.raises(ValueError, match="pool_after has 2 entries for 3 conv blocks"):
+        BasicCNN(input_shape, 10, pool_after=[True, True])
