@@ -9,11 +9,10 @@ import gzip
 import zlib
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from datamodules.download import download_file
-from datamodules.tensor_batches import TensorBatches
+from datamodules.image_splits import ImageSplits
 from lightlab.errors import UserError
 
 
@@ -39,7 +38,7 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header_bytes).view(shape)
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(ImageSplits):
     """MNIST digits: 60,000 training and 10,000 test images, 28×28 greyscale, 10 classes."""
 
     folder = "MNIST"
@@ -60,7 +59,6 @@ class MNISTDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.raw_dir = Path(data_dir).expanduser() / self.folder / "raw"
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
         missing = [(name, md5) for pair in self.files.values() for name, md5 in pair if self._find(name) is None]
@@ -86,51 +84,23 @@ class MNISTDataModule(pl.LightningDataModule):
                 return candidate
         return None
 
-    def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if split not in self.splits:
-            self.prepare_data()  # also when setup() is called without Trainer.fit (tests, notebooks)
-            (images_name, _), (labels_name, _) = self.files[split]
-            images_path, labels_path = self._find(images_name), self._find(labels_name)
-            images, labels = read_idx(images_path), read_idx(labels_path)
-            if images.shape[1:] != self.input_shape[1:] or len(images) != len(labels):
-                raise UserError(f"{images_path} holds images of shape {list(images.shape)} and {labels_path} "
-                                f"{len(labels)} labels; expected [N, 28, 28] and N labels. Are these the "
-                                f"{self.folder} files? Replace them with the published ones.")
-            if int(labels.max()) >= self.num_classes:
-                raise UserError(f"{labels_path} holds label {int(labels.max())}; {self.folder} has classes "
-                                f"0-{self.num_classes - 1}. Replace the file with the published one.")
-            self.splits[split] = (images, labels.long())
-        return self.splits[split]
-
-    def setup(self, stage: str) -> None:
-        if stage in ("fit", "validate") and "fit" not in self.splits:
-            images, labels = self._load("train")
-            if not 0 < self.hparams.val_size < len(images):
-                raise UserError(f"data.val_size={self.hparams.val_size} must be between 1 and {len(images) - 1}.")
-            # The split depends on split_seed alone, so runs with different training seeds share a val set.
-            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
-            val, train = order[: self.hparams.val_size], order[self.hparams.val_size:]
-            self.splits["fit"] = (images[train], labels[train])
-            self.splits["validate"] = (images[val], labels[val])
-        if stage in ("test", "predict"):
-            self._load("test")
-
-    def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True,
-                             seed=self.hparams.shuffle_seed, drop_last=self.hparams.drop_last)
-
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["validate"], self.hparams.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False)
+    def read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        (images_name, _), (labels_name, _) = self.files[split]
+        images_path, labels_path = self._find(images_name), self._find(labels_name)
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.shape[1:] != self.input_shape[1:] or len(images) != len(labels):
+            raise UserError(f"{images_path} holds images of shape {list(images.shape)} and {labels_path} "
+                            f"{len(labels)} labels; expected [N, 28, 28] and N labels. Are these the "
+                            f"{self.folder} files? Replace them with the published ones.")
+        if int(labels.max()) >= self.num_classes:
+            raise UserError(f"{labels_path} holds label {int(labels.max())}; {self.folder} has classes "
+                            f"0-{self.num_classes - 1}. Replace the file with the published one.")
+        return images, labels.long()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # uint8 crosses to the device (4x fewer bytes than float32); scaling happens there, batched:
-        # (x / 255 - mean) / std == (x - 255 mean) / (255 std)
+        # uint8 crosses to the device (4x fewer bytes than float32); scaling happens there, batched.
         images, labels = batch
-        images = images.unsqueeze(1).float().sub_(255 * self.mean).mul_(1 / (255 * self.std))
-        return images, labels
+        return self.normalize(images.unsqueeze(1)), labels
 
 
 class FashionMNISTDataModule(MNISTDataModule):

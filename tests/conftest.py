@@ -1,10 +1,12 @@
 """Shared test helpers: tiny datasets written in the real file formats, and runs of the real run.py."""
 import gzip
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,6 +35,29 @@ def write_tiny_mnist(data_dir: Path, folder: str = "MNIST", train: int = 256, te
         write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return data_dir
+
+
+def write_cifar_batch(path: Path, count: int, label_key: str = "labels", classes: int = 10, seed: int = 0) -> dict:
+    """One CIFAR python-pickle batch file: a dict with uint8 `data` (N x 3072, channel-major) and labels."""
+    generator = np.random.default_rng(seed)
+    batch = {"batch_label": "synthetic", "data": generator.integers(0, 256, (count, 3072), dtype=np.uint8),
+             label_key: generator.integers(0, classes, count).tolist(), "filenames": [f"{i}.png" for i in range(count)]}
+    if label_key == "fine_labels":
+        batch["coarse_labels"] = [label // 5 for label in batch[label_key]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    return batch
+
+
+def write_cifar10(root: Path, per_batch: int = 20) -> list[dict]:
+    """CIFAR-10's folder: data_batch_1..5 and test_batch, `per_batch` random images each."""
+    return [write_cifar_batch(root / "cifar-10-batches-py" / name, per_batch, seed=i)
+            for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])]
+
+
+def write_cifar100(root: Path, count: int = 30) -> None:
+    for name in ("train", "test"):
+        write_cifar_batch(root / "cifar-100-python" / name, count, label_key="fine_labels", classes=100)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from lightlab.config_checks import check_config
 from lightlab.errors import UserError
 from lightlab.run_directory import numbered_dir
 from run import build
-from tests.conftest import write_tiny_mnist
+from tests.conftest import write_cifar10, write_cifar100, write_tiny_mnist
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
                        for option in group.glob("*.yaml") if not option.name.startswith("_"))  # _x: shared parts
@@ -32,6 +32,8 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     """Each option for real: composed, checked, built by run.py's own build(), then two training steps
     and a validation batch, after which the monitored metric must have been logged."""
     write_tiny_mnist(tiny_data, "FashionMNIST")
+    write_cifar10(tiny_data, per_batch=64)
+    write_cifar100(tiny_data, count=320)
     cfg = compose_config([f"{group}={option}", f"paths.data_dir={tiny_data}", "data.val_size=64",
                           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                           "trainer.num_sanity_val_steps=0"], output_dir=str(tmp_path))
