@@ -18,6 +18,7 @@ class ImageSplits(pl.LightningDataModule):
     def __init__(self):
         super().__init__()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.pixel_scaling: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # 255 mean, 255 std
 
     def read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 images, int64 labels) of "train" or "test"."""
@@ -54,7 +55,9 @@ class ImageSplits(pl.LightningDataModule):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, computed as (x - 255 mean) / (255 std)."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device).reshape(shape)
-        std = torch.tensor(self.std, device=images.device).reshape(shape)
-        return images.float().sub_(255 * mean).div_(255 * std)
+        if images.device not in self.pixel_scaling:  # once per device: a host-to-GPU copy each batch would sync
+            shape = (1, -1, 1, 1)
+            self.pixel_scaling[images.device] = (255 * torch.tensor(self.mean, device=images.device).reshape(shape),
+                                                 255 * torch.tensor(self.std, device=images.device).reshape(shape))
+        shift, scale = self.pixel_scaling[images.device]
+        return images.float().sub_(shift).div_(scale)

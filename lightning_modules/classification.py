@@ -44,8 +44,7 @@ class ClassificationModule(TaskModule):
         return loss
 
     def log_train_epoch_metrics(self) -> None:
-        steps = max(self.trainer.num_training_batches, 1)
-        self.log("train/loss", self.train_loss_sum / steps)
+        self.log("train/loss", self.epoch_mean(self.train_loss_sum))
         self.log("train/acc", self.accuracy["train_accuracy"].compute())
         self.accuracy["train_accuracy"].reset()
         self.train_loss_sum.zero_()

@@ -118,10 +118,9 @@ class MetricLearningModule(TaskModule):
         return loss
 
     def log_train_epoch_metrics(self) -> None:
-        steps = max(self.trainer.num_training_batches, 1)
-        self.log("train/loss", self.train_loss_sum / steps)
+        self.log("train/loss", self.epoch_mean(self.train_loss_sum))
         # Falling towards 0: the mined triplets already satisfy the margin and training is running out of signal.
-        self.log("train/active_triplets", self.train_active_sum / steps)
+        self.log("train/active_triplets", self.epoch_mean(self.train_active_sum))
         self.train_loss_sum.zero_()
         self.train_active_sum.zero_()
 

@@ -120,7 +120,7 @@ class MultiTaskModule(TaskModule):
         return total
 
     def log_train_epoch_metrics(self) -> None:
-        means = self.train_loss_sums / max(self.trainer.num_training_batches, 1)
+        means = self.epoch_mean(self.train_loss_sums)
         weights = self.loss.weights.detach()
         for index, name in enumerate(self.targets):
             self.log(f"train/{name}_loss", means[index])

@@ -50,6 +50,10 @@ class TaskModule(FastHooksModule):
     def log_train_epoch_metrics(self) -> None:
         raise NotImplementedError
 
+    def epoch_mean(self, summed: torch.Tensor) -> torch.Tensor:
+        """A per-batch quantity summed over the training epoch, as its mean over the epoch's batches."""
+        return summed / max(self.trainer.num_training_batches, 1)
+
     def on_train_epoch_end(self) -> None:
         self.log_train_epoch_metrics()
         validated = self.trainer.limit_val_batches != 0 and (
