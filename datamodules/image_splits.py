@@ -53,6 +53,10 @@ class ImageSplits(pl.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False)
 
+    def training_sample(self, count: int) -> torch.Tensor:
+        """The first `count` training images (after the validation split), normalised, not augmented."""
+        return self.normalize(self.splits["fit"][0][:count].reshape(-1, *self.input_shape))
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, computed as (x - 255 mean) / (255 std)."""
         if images.device not in self.pixel_scaling:  # once per device: a host-to-GPU copy each batch would sync

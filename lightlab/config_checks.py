@@ -34,6 +34,7 @@ class RunSettings:
     ckpt_path: str | None
     init_from: str | None
     compile: bool
+    channels_last: bool
 
 
 def check_config(cfg: DictConfig) -> None:

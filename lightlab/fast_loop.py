@@ -2,7 +2,7 @@
 
 Measured on the 2-core CPU (MNIST, batch 128): a hand-written step of the 784-512-256-128-10 MLP takes
 ~4.3 ms, and stock Lightning adds ~0.7 ms to each. The three pieces here remove the parts of that which
-do no work (see benchmarks/mnist_mlp_epoch.py for the ratio they buy).
+do no work (see benchmarks/epoch_time.py for the ratio they buy).
 """
 import contextlib
 

@@ -9,15 +9,20 @@ import torch
 from hydra.utils import instantiate
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightlab.errors import UserError
 from lightning_modules.task_module import TaskModule
 
 
 class ClassificationModule(TaskModule):
     def __init__(self, net: dict, optimizer: dict, loss: dict, input_shape: list[int], num_classes: int,
-                 scheduler: dict | None = None, parameter_groups: dict | None = None, compile: bool = False):
+                 scheduler: dict | None = None, parameter_groups: dict | None = None, compile: bool = False,
+                 channels_last: bool = False, test_time_flip: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = self.build_network(net, compile, input_shape=list(input_shape), num_classes=num_classes)
+        if test_time_flip and len(input_shape) != 3:
+            raise UserError(f"lightning_module.test_time_flip=true mirrors images, but this data's inputs have shape "
+                            f"{list(input_shape)}, not (channels, height, width). Set lightning_module.test_time_flip=false.")
+        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape), num_classes=num_classes)
         self.loss = instantiate(loss, _convert_="all")
         # NLLLoss takes log-probabilities: with it, the module's output is log_softmax of the network's.
         self.log_probabilities = isinstance(self.loss, torch.nn.NLLLoss)
@@ -49,9 +54,15 @@ class ClassificationModule(TaskModule):
         self.accuracy["train_accuracy"].reset()
         self.train_loss_sum.zero_()
 
+    def scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The outputs that validation, test and prediction score: with test_time_flip, the mean of the
+        outputs for each image and its mirror image."""
+        outputs = self(inputs)
+        return (outputs + self(inputs.flip(-1))) / 2 if self.hparams.test_time_flip else outputs
+
     def evaluate(self, batch, stage: str) -> None:
         images, labels = batch
-        logits = self(images)
+        logits = self.scores(images)
         self.accuracy[f"{stage}_accuracy"].update(logits, labels)
         self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)

@@ -76,10 +76,10 @@ class MetricLearningModule(TaskModule):
     def __init__(self, net: dict, optimizer: dict, loss: dict, input_shape: list[int], num_classes: int,
                  embedding_dim: int = 64, mining: Mining = "semi_hard", neighbours: int = 5,
                  reference_size: int = 10000, scheduler: dict | None = None, parameter_groups: dict | None = None,
-                 compile: bool = False):
+                 compile: bool = False, channels_last: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = self.build_network(net, compile, input_shape=list(input_shape), num_classes=embedding_dim)
+        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape), num_classes=embedding_dim)
         self.loss = instantiate(loss, _convert_="all")
         self.mine = MINERS[mining]
         self.knn_accuracy = torch.nn.ModuleDict({

@@ -68,7 +68,7 @@ class MultiTaskModule(TaskModule):
 
     def __init__(self, net: dict, optimizer: dict, loss: dict, tasks: dict[str, dict], input_shape: list[int],
                  num_classes: int, trunk_width: int = 128, scheduler: dict | None = None,
-                 parameter_groups: dict | None = None, compile: bool = False):
+                 parameter_groups: dict | None = None, compile: bool = False, channels_last: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.targets = {name: self._target(name, task) for name, task in tasks.items()}
@@ -77,7 +77,7 @@ class MultiTaskModule(TaskModule):
             if target.kind == "classification" and outputs[name] < 2:
                 raise UserError(f"lightning_module.tasks.{name}: a classification head needs one output per "
                                 f"class (outputs >= 2, or null for the data's {num_classes}), got {outputs[name]}.")
-        self.net = self.build_network(net, compile, input_shape=list(input_shape), num_classes=trunk_width)
+        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape), num_classes=trunk_width)
         self.heads = nn.ModuleDict({name: nn.Linear(trunk_width, width) for name, width in outputs.items()})
         self.task_losses = nn.ModuleDict({name: instantiate(task["loss"], _convert_="all")
                                           for name, task in tasks.items()})

@@ -8,13 +8,30 @@ from lightning_modules.optimization import (build_lr_schedulers, build_optimizer
                                             check_optimizer_fits_trainer)
 
 
+def inputs_to_channels_last(network: torch.nn.Module, inputs: tuple) -> tuple:
+    return tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4
+                 else x for x in inputs)
+
+
 class TaskModule(FastHooksModule):
-    def build_network(self, config: dict, compile: bool, **shape) -> torch.nn.Module:
+    def build_network(self, config: dict, compile: bool, channels_last: bool = False, **shape) -> torch.nn.Module:
         network = instantiate(config, **shape, _convert_="all")
+        if channels_last:
+            # NHWC: what tensor cores (and oneDNN on CPU) read fastest. Weights convert once here, image
+            # batches as they enter the network; a module that moves to a device keeps the layout.
+            network.to(memory_format=torch.channels_last)
+            network.register_forward_pre_hook(inputs_to_channels_last)
         if compile:
             # In place (nn.Module.compile), so parameter names, and checkpoints, stay those of the bare network.
             network.compile()
         return network
+
+    def setup(self, stage: str) -> None:
+        # A network whose first layer is computed from the data (FastCIFARNet's whitening) gets it here:
+        # before a resumed run's checkpoint is restored (which then overwrites it), after the data is set up.
+        initialize = getattr(self.net, "initialize_from_data", None)
+        if stage == "fit" and initialize is not None and self.trainer.datamodule is not None:
+            initialize(self.trainer.datamodule.training_sample(5000))
 
     def configure_optimizers(self):
         # The whole module's parameters: the network's ("net.…") and any the loss learns ("loss.…").

@@ -1,0 +1,213 @@
+"""Training-epoch time through the framework vs a hand-written PyTorch loop, per workload.
+
+    python benchmarks/epoch_time.py mnist_mlp    [--repeats 7] [--data-dir ../shared/data]
+    python benchmarks/epoch_time.py cifar10_cnn  [--repeats 5]
+
+Both sides run in this one process, alternating, on the same in-memory uint8 tensors, with the same network
+class, initial weights, optimizer settings, batch size and per-batch maths (scaling, and for CIFAR the per-sample
+crop+flip). The framework side is run.py's own `train(cfg)` with the default callbacks on (checkpointing,
+progress bar, TensorBoard); its epoch is timed from the first training batch's start to the last one's end, so
+validation, checkpoint writing and set-up are excluded (reported separately as the whole fit() wall time).
+Prints a table and writes benchmarks/results/epoch_time_<workload>.json.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+from benchmarks.clocks import EpochClock  # noqa: E402
+from datamodules.augment import random_crop_flip  # noqa: E402
+from lightlab.compose import compose_config  # noqa: E402
+from run import train  # noqa: E402
+
+EPOCHS = 2  # the first epoch also pays one-time costs (first-call caches, allocations); the second is steady state
+
+
+@dataclass
+class Workload:
+    title: str
+    overrides: list[str]
+    batches: int | None = None  # training batches per epoch (None: the whole training split)
+    extra: list[str] = field(default_factory=list)
+
+
+WORKLOADS = {
+    "mnist_mlp": Workload("MNIST MLP 784-512-256-128-10, batch 128, Adam(fused)", []),
+    # 80 batches (10,240 images) per epoch: the full 45,000 would take ~35 s an epoch on 2 cores, for the same ratio.
+    "cifar10_cnn": Workload("CIFAR-10 BasicCNN (the seed's), batch 128, Adam(fused), crop+flip on the fly",
+                            ["experiment=cifar10_cnn"], batches=80),
+}
+
+
+def composed(workload: Workload, data_dir: str, output_dir: str, *more: str):
+    limit = [f"trainer.limit_train_batches={workload.batches}"] if workload.batches else []
+    return compose_config(workload.overrides + limit + [f"trainer.max_epochs={EPOCHS}", "test_after_fit=false",
+                                                        "scheduler=none", f"paths.data_dir={data_dir}", *more],
+                          output_dir=output_dir)
+
+
+def framework_epochs(workload: Workload, data_dir: str) -> tuple[list[float], float]:
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = composed(workload, data_dir, output_dir, "+callbacks.epoch_clock._target_=benchmarks.clocks.EpochClock")
+        started = time.perf_counter()
+        train(cfg)
+        return EpochClock.epoch_seconds[-EPOCHS:], time.perf_counter() - started
+
+
+class HandWritten:
+    """The loop a careful user writes by hand: permutation, slice, augment and scale on the fly, forward,
+    backward, step."""
+
+    def __init__(self, cfg, datamodule):
+        self.cfg, self.datamodule = cfg, datamodule
+        self.images, self.labels = datamodule.splits["fit"]
+        shape = datamodule.input_shape
+        self.shape = shape
+        self.shift = 255 * torch.tensor(datamodule.mean).reshape(1, -1, 1, 1)
+        self.scale = 1 / (255 * torch.tensor(datamodule.std).reshape(1, -1, 1, 1))
+        self.crop_padding = cfg.data.get("crop_padding", 0)
+        self.flip = cfg.data.get("horizontal_flip", False)
+        self.generator = torch.Generator().manual_seed(0)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.view(-1, *self.shape)
+        if self.crop_padding or self.flip:
+            images = random_crop_flip(images, self.crop_padding, self.flip, self.generator)
+        return images.float().sub_(self.shift).mul_(self.scale)
+
+    def build(self):
+        torch.manual_seed(self.cfg.seed)
+        net = instantiate(self.cfg.model, input_shape=list(self.shape), num_classes=self.datamodule.num_classes,
+                          _convert_="all")
+        optimizer = instantiate(self.cfg.optimizer, params=net.parameters(), _convert_="all")
+        return net.train(), optimizer, torch.nn.CrossEntropyLoss()
+
+    def step(self, net, optimizer, loss_function, x, y) -> torch.Tensor:
+        logits = net(x)
+        loss = loss_function(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return logits
+
+    def epochs(self, batches: int | None) -> list[float]:
+        net, optimizer, loss_function = self.build()
+        batch_size = self.cfg.data.batch_size
+        count = len(self.images) if batches is None else min(len(self.images), batches * batch_size)
+        seconds = []
+        for epoch in range(EPOCHS):
+            order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch))[:count]
+            correct = torch.zeros((), dtype=torch.long)
+            start = time.perf_counter()
+            for first in range(0, count, batch_size):
+                index = order[first:first + batch_size]
+                x, y = self.prepare(self.images[index]), self.labels[index]
+                logits = self.step(net, optimizer, loss_function, x, y)
+                correct += (logits.argmax(1) == y).sum()
+            correct.item()
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    def batch_costs(self, calls: int = 20) -> tuple[float, float]:
+        """Median seconds of preparing one batch (augmentation + scaling) and of one training step on it."""
+        net, optimizer, loss_function = self.build()
+        batch = self.images[:self.cfg.data.batch_size]
+        labels = self.labels[:self.cfg.data.batch_size]
+        prepare, step = [], []
+        for _ in range(calls):
+            start = time.perf_counter()
+            x = self.prepare(batch)
+            middle = time.perf_counter()
+            self.step(net, optimizer, loss_function, x, labels)
+            prepare.append(middle - start)
+            step.append(time.perf_counter() - middle)
+        return statistics.median(prepare), statistics.median(step)
+
+
+def startup_seconds(data_dir: str) -> tuple[float, float]:
+    """Process start -> first training step of `python run.py`, and `python run.py --help`."""
+    env = {**os.environ, "DATA_DIR": data_dir}
+    with tempfile.TemporaryDirectory() as log_dir:
+        started = time.time()
+        output = subprocess.run(
+            [sys.executable, "run.py", f"paths.log_dir={log_dir}", "test_after_fit=false", "callbacks=none",
+             "logger=none", "+callbacks.first_step_clock._target_=benchmarks.clocks.FirstStepClock"],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+        first_step = float(output.split("FIRST_STEP_AT ")[1].split()[0]) - started
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, check=True)
+    return first_step, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", str(ROOT.parent / "shared" / "data")))
+    args = parser.parse_args()
+    workload = WORKLOADS[args.workload]
+
+    cfg = composed(workload, args.data_dir, tempfile.gettempdir())
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    hand_written = HandWritten(cfg, datamodule)
+
+    framework, fit_walls, hand = [], [], []
+    for repeat in range(args.repeats):  # alternate A/B so drifts in machine speed hit both alike
+        epoch_times, fit_wall = framework_epochs(workload, args.data_dir)
+        framework.append(epoch_times)
+        fit_walls.append(fit_wall)
+        hand.append(hand_written.epochs(workload.batches))
+    images = min(len(hand_written.images), (workload.batches or 10 ** 9) * cfg.data.batch_size)
+
+    def column(table, epoch):
+        return [times[epoch] for times in table]
+
+    rows = []
+    for epoch, label in enumerate(["1st epoch", "2nd epoch"]):
+        rows += [(f"hand-written loop, {label} (s)", column(hand, epoch)),
+                 (f"framework, {label} (s)", column(framework, epoch)),
+                 (f"ratio framework / hand, {label}",
+                  [f / h for f, h in zip(column(framework, epoch), column(hand, epoch))])]
+    rows += [("framework, 2nd epoch (images/s)", [images / t for t in column(framework, 1)]),
+             ("hand-written loop, 2nd epoch (images/s)", [images / t for t in column(hand, 1)]),
+             (f"framework fit(), {EPOCHS} epochs incl. validation, checkpoints (s)", fit_walls)]
+    print(f"\n{workload.title}, {images} training images an epoch, {torch.get_num_threads()} threads, "
+          f"{args.repeats} alternating repeats")
+    print(f"{'':64s} {'median':>9s} {'min':>9s} {'max':>9s}")
+    for name, values in rows:
+        print(f"{name:64s} {statistics.median(values):9.3f} {min(values):9.3f} {max(values):9.3f}")
+    results = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v} for name, v in rows}
+    if workload.batches:  # image augmentation: its cost next to the step it feeds
+        prepare, step = hand_written.batch_costs()
+        print(f"{'one batch: crop+flip+scale (ms)':64s} {1000 * prepare:9.2f}")
+        print(f"{'one batch: forward+backward+step (ms)':64s} {1000 * step:9.2f}")
+        print(f"{'augmentation share of a training step':64s} {prepare / (prepare + step):9.1%}")
+        results.update({"batch_prepare_ms": 1000 * prepare, "batch_step_ms": 1000 * step})
+    else:
+        first_step, help_time = startup_seconds(args.data_dir)
+        print(f"{'start-up: process start to first training step (s)':64s} {first_step:9.3f}")
+        print(f"{'python run.py --help (s)':64s} {help_time:9.3f}")
+        results.update({"startup_to_first_step_s": first_step, "help_s": help_time})
+    results.update({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "pytorch_lightning": pl.__version__})
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"epoch_time_{args.workload}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
