@@ -18,18 +18,21 @@ register_resolvers()  # before Hydra composes: hydra.run.dir uses ${numbered_dir
 
 
 def build(cfg: DictConfig):
-    """Datamodule, LightningModule and Trainer from the config; constructors read no data."""
+    """Datamodule, LightningModule and Trainer from the config. Only a text dataset's vocabulary is read
+    here (the network's embedding needs its size); images are read when training starts."""
     import functools
 
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from lightning_modules.optimization import build as build_from_config  # our errors, not Hydra's wrapper
+
     # Plain dicts and lists, never DictConfig, reach the constructors: hparams (and so checkpoints) stay plain.
     make = functools.partial(instantiate, _convert_="all")
-    datamodule = make(cfg.data)
+    datamodule = build_from_config(cfg.data, "data")
     # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
-    module = make(cfg.lightning_module, input_shape=list(datamodule.input_shape),
-                  num_classes=datamodule.num_classes, _recursive_=False)
+    module = build_from_config(cfg.lightning_module, "lightning_module", **datamodule.network_inputs(),
+                               _recursive_=False)
     callbacks = [make(callback) for callback in cfg.callbacks.values() if callback]  # null: switched off
     loggers = [make(logger) for logger in cfg.logger.values()]
     if not loggers:  # logger=none: nothing for the learning-rate monitor to write to (Lightning refuses it)
@@ -81,7 +84,7 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
     table.add_column("value", justify="right")
     for name, value in sorted(summary["metrics"].items()):
         table.add_row(name, f"{value:.4f}")
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay on one line (copyable) whatever the terminal's width
     console.print(table)
     console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none: checkpointing is off)'}")
     console.print(f"run directory:   {summary['run_dir']}")

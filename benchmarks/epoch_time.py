@@ -2,10 +2,12 @@
 
     python benchmarks/epoch_time.py mnist_mlp    [--repeats 7] [--data-dir ../shared/data]
     python benchmarks/epoch_time.py cifar10_cnn  [--repeats 5]
+    python benchmarks/epoch_time.py sst2_bilstm_attention [--repeats 5]
 
 Both sides run in this one process, alternating, on the same in-memory uint8 tensors, with the same network
 class, initial weights, optimizer settings, batch size and per-batch maths (scaling, and for CIFAR the per-sample
-crop+flip). The framework side is run.py's own `train(cfg)` with the default callbacks on (checkpointing,
+crop+flip; for text the same length-bucketed batches, from our batch iterator, so the ratio isolates the training
+loop). The framework side is run.py's own `train(cfg)` with the default callbacks on (checkpointing,
 progress bar, TensorBoard); its epoch is timed from the first training batch's start to the last one's end, so
 validation, checkpoint writing and set-up are excluded (reported separately as the whole fit() wall time).
 Prints a table and writes benchmarks/results/epoch_time_<workload>.json.
@@ -41,7 +43,7 @@ class Workload:
     title: str
     overrides: list[str]
     batches: int | None = None  # training batches per epoch (None: the whole training split)
-    extra: list[str] = field(default_factory=list)
+    compare: list[str] = field(default_factory=list)  # a second framework variant, timed alongside
 
 
 WORKLOADS = {
@@ -49,6 +51,10 @@ WORKLOADS = {
     # 80 batches (10,240 images) per epoch: the full 45,000 would take ~35 s an epoch on 2 cores, for the same ratio.
     "cifar10_cnn": Workload("CIFAR-10 BasicCNN (the seed's), batch 128, Adam(fused), crop+flip on the fly",
                             ["experiment=cifar10_cnn"], batches=80),
+    # 300 of the 1,037 batches an epoch; the variant without length bucketing measures what bucketing buys.
+    "sst2_bilstm_attention": Workload("SST-2 BiLSTM + attention (sst2_bilstm_attention), batch 64, Adam(fused)",
+                                      ["experiment=sst2_bilstm_attention"], batches=300,
+                                      compare=["data.bucketing=false"]),
 }
 
 
@@ -59,9 +65,10 @@ def composed(workload: Workload, data_dir: str, output_dir: str, *more: str):
                           output_dir=output_dir)
 
 
-def framework_epochs(workload: Workload, data_dir: str) -> tuple[list[float], float]:
+def framework_epochs(workload: Workload, data_dir: str, *variant: str) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as output_dir:
-        cfg = composed(workload, data_dir, output_dir, "+callbacks.epoch_clock._target_=benchmarks.clocks.EpochClock")
+        cfg = composed(workload, data_dir, output_dir, "+callbacks.epoch_clock._target_=benchmarks.clocks.EpochClock",
+                       *variant)
         started = time.perf_counter()
         train(cfg)
         return EpochClock.epoch_seconds[-EPOCHS:], time.perf_counter() - started
@@ -73,49 +80,59 @@ class HandWritten:
 
     def __init__(self, cfg, datamodule):
         self.cfg, self.datamodule = cfg, datamodule
-        self.images, self.labels = datamodule.splits["fit"]
-        shape = datamodule.input_shape
-        self.shape = shape
-        self.shift = 255 * torch.tensor(datamodule.mean).reshape(1, -1, 1, 1)
-        self.scale = 1 / (255 * torch.tensor(datamodule.std).reshape(1, -1, 1, 1))
+        self.text = not hasattr(datamodule, "input_shape")
+        self.images, self.labels = datamodule.splits["fit"][0], datamodule.splits["fit"][-1]
+        if not self.text:
+            self.shift = 255 * torch.tensor(datamodule.mean).reshape(1, -1, 1, 1)
+            self.scale = 1 / (255 * torch.tensor(datamodule.std).reshape(1, -1, 1, 1))
         self.crop_padding = cfg.data.get("crop_padding", 0)
         self.flip = cfg.data.get("horizontal_flip", False)
         self.generator = torch.Generator().manual_seed(0)
 
+    def batches(self, epoch: int, count: int):
+        """(inputs, labels) of the epoch's first `count` batches."""
+        if self.text:
+            loader = self.datamodule.train_dataloader()
+            loader.sampler.set_epoch(epoch)
+            for _, (ids, lengths, labels) in zip(range(count), loader):
+                yield (ids, lengths), labels
+            return
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch))
+        batch_size = self.cfg.data.batch_size
+        for first in range(0, min(len(order), count * batch_size), batch_size):
+            index = order[first:first + batch_size]
+            yield (self.prepare(self.images[index]),), self.labels[index]
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.view(-1, *self.shape)
+        images = images.view(-1, *self.datamodule.input_shape)
         if self.crop_padding or self.flip:
             images = random_crop_flip(images, self.crop_padding, self.flip, self.generator)
         return images.float().sub_(self.shift).mul_(self.scale)
 
     def build(self):
         torch.manual_seed(self.cfg.seed)
-        net = instantiate(self.cfg.model, input_shape=list(self.shape), num_classes=self.datamodule.num_classes,
-                          _convert_="all")
+        net = instantiate(self.cfg.model, **self.datamodule.network_inputs(), _convert_="all")
         optimizer = instantiate(self.cfg.optimizer, params=net.parameters(), _convert_="all")
         return net.train(), optimizer, torch.nn.CrossEntropyLoss()
 
-    def step(self, net, optimizer, loss_function, x, y) -> torch.Tensor:
-        logits = net(x)
+    def step(self, net, optimizer, loss_function, inputs, y) -> torch.Tensor:
+        logits = net(*inputs)
         loss = loss_function(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.trainer.gradient_clip_val:  # the experiment's clipping, as Lightning applies it
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.trainer.gradient_clip_val)
         optimizer.step()
         return logits
 
     def epochs(self, batches: int | None) -> list[float]:
         net, optimizer, loss_function = self.build()
-        batch_size = self.cfg.data.batch_size
-        count = len(self.images) if batches is None else min(len(self.images), batches * batch_size)
         seconds = []
         for epoch in range(EPOCHS):
-            order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch))[:count]
             correct = torch.zeros((), dtype=torch.long)
             start = time.perf_counter()
-            for first in range(0, count, batch_size):
-                index = order[first:first + batch_size]
-                x, y = self.prepare(self.images[index]), self.labels[index]
-                logits = self.step(net, optimizer, loss_function, x, y)
+            for inputs, y in self.batches(epoch, batches or 10 ** 9):
+                logits = self.step(net, optimizer, loss_function, inputs, y)
                 correct += (logits.argmax(1) == y).sum()
             correct.item()
             seconds.append(time.perf_counter() - start)
@@ -131,7 +148,7 @@ class HandWritten:
             start = time.perf_counter()
             x = self.prepare(batch)
             middle = time.perf_counter()
-            self.step(net, optimizer, loss_function, x, labels)
+            self.step(net, optimizer, loss_function, (x,), labels)
             prepare.append(middle - start)
             step.append(time.perf_counter() - middle)
         return statistics.median(prepare), statistics.median(step)
@@ -165,12 +182,14 @@ def main() -> None:
     datamodule.setup("fit")
     hand_written = HandWritten(cfg, datamodule)
 
-    framework, fit_walls, hand = [], [], []
+    framework, fit_walls, hand, variant = [], [], [], []
     for repeat in range(args.repeats):  # alternate A/B so drifts in machine speed hit both alike
         epoch_times, fit_wall = framework_epochs(workload, args.data_dir)
         framework.append(epoch_times)
         fit_walls.append(fit_wall)
         hand.append(hand_written.epochs(workload.batches))
+        if workload.compare:
+            variant.append(framework_epochs(workload, args.data_dir, *workload.compare)[0])
     images = min(len(hand_written.images), (workload.batches or 10 ** 9) * cfg.data.batch_size)
 
     def column(table, epoch):
@@ -182,22 +201,28 @@ def main() -> None:
                  (f"framework, {label} (s)", column(framework, epoch)),
                  (f"ratio framework / hand, {label}",
                   [f / h for f, h in zip(column(framework, epoch), column(hand, epoch))])]
-    rows += [("framework, 2nd epoch (images/s)", [images / t for t in column(framework, 1)]),
-             ("hand-written loop, 2nd epoch (images/s)", [images / t for t in column(hand, 1)]),
+    unit = "texts" if hand_written.text else "images"
+    rows += [(f"framework, 2nd epoch ({unit}/s)", [images / t for t in column(framework, 1)]),
+             (f"hand-written loop, 2nd epoch ({unit}/s)", [images / t for t in column(hand, 1)]),
              (f"framework fit(), {EPOCHS} epochs incl. validation, checkpoints (s)", fit_walls)]
-    print(f"\n{workload.title}, {images} training images an epoch, {torch.get_num_threads()} threads, "
+    if workload.compare:
+        name = " ".join(workload.compare)
+        rows += [(f"framework with {name}, 2nd epoch (s)", column(variant, 1)),
+                 (f"speed-up of the default over {name}, 2nd epoch",
+                  [v / f for v, f in zip(column(variant, 1), column(framework, 1))])]
+    print(f"\n{workload.title}, {images} training {unit} an epoch, {torch.get_num_threads()} threads, "
           f"{args.repeats} alternating repeats")
     print(f"{'':64s} {'median':>9s} {'min':>9s} {'max':>9s}")
     for name, values in rows:
         print(f"{name:64s} {statistics.median(values):9.3f} {min(values):9.3f} {max(values):9.3f}")
     results = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v} for name, v in rows}
-    if workload.batches:  # image augmentation: its cost next to the step it feeds
+    if workload.batches and not hand_written.text:  # image augmentation: its cost next to the step it feeds
         prepare, step = hand_written.batch_costs()
         print(f"{'one batch: crop+flip+scale (ms)':64s} {1000 * prepare:9.2f}")
         print(f"{'one batch: forward+backward+step (ms)':64s} {1000 * step:9.2f}")
         print(f"{'augmentation share of a training step':64s} {prepare / (prepare + step):9.1%}")
         results.update({"batch_prepare_ms": 1000 * prepare, "batch_step_ms": 1000 * step})
-    else:
+    elif not workload.batches:
         first_step, help_time = startup_seconds(args.data_dir)
         print(f"{'start-up: process start to first training step (s)':64s} {first_step:9.3f}")
         print(f"{'python run.py --help (s)':64s} {help_time:9.3f}")

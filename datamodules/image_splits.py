@@ -20,6 +20,10 @@ class ImageSplits(pl.LightningDataModule):
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.pixel_scaling: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # 255 mean, 255 std
 
+    def network_inputs(self) -> dict:
+        """What a network is built from (its constructor's input_shape and num_classes)."""
+        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes}
+
     def read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 images, int64 labels) of "train" or "test"."""
         raise NotImplementedError

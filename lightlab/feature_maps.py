@@ -36,6 +36,8 @@ class FeatureMaps(dict):
         self.handles.clear()
 
     def _recorder(self, name: str):
-        def record(layer: nn.Module, inputs, output: torch.Tensor) -> None:
-            self[name] = output.detach()
+        def record(layer: nn.Module, inputs, output) -> None:
+            # A layer may return several tensors (attention: context and weights): each is kept.
+            self[name] = output.detach() if isinstance(output, torch.Tensor) else tuple(
+                o.detach() if isinstance(o, torch.Tensor) else o for o in output)
         return record

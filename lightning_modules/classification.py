@@ -16,13 +16,16 @@ from lightning_modules.task_module import TaskModule
 class ClassificationModule(TaskModule):
     def __init__(self, net: dict, optimizer: dict, loss: dict, input_shape: list[int], num_classes: int,
                  scheduler: dict | None = None, parameter_groups: dict | None = None, compile: bool = False,
-                 channels_last: bool = False, test_time_flip: bool = False):
+                 channels_last: bool = False, test_time_flip: bool = False, vocabulary_size: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         if test_time_flip and len(input_shape) != 3:
             raise UserError(f"lightning_module.test_time_flip=true mirrors images, but this data's inputs have shape "
                             f"{list(input_shape)}, not (channels, height, width). Set lightning_module.test_time_flip=false.")
-        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape), num_classes=num_classes)
+        # Text data adds its vocabulary's size (the embedding's rows); image data has none.
+        vocabulary = {} if vocabulary_size is None else {"vocabulary_size": vocabulary_size}
+        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape),
+                                      num_classes=num_classes, **vocabulary)
         self.loss = instantiate(loss, _convert_="all")
         # NLLLoss takes log-probabilities: with it, the module's output is log_softmax of the network's.
         self.log_probabilities = isinstance(self.loss, torch.nn.NLLLoss)
@@ -34,13 +37,14 @@ class ClassificationModule(TaskModule):
         # The epoch's summed training loss stays a device tensor: adding to it never waits for the device.
         self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = self.net(x)
+    # A batch is (*inputs, labels): (images, labels), or (token ids, lengths, labels) for text.
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        outputs = self.net(*inputs)
         return outputs.log_softmax(dim=1) if self.log_probabilities else outputs
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
-        images, labels = batch
-        logits = self(images)
+        *inputs, labels = batch
+        logits = self(*inputs)
         loss = self.loss(logits, labels)
         if self.first_call_for_batch(batch_index):
             self.accuracy["train_accuracy"].update(logits.detach(), labels)
@@ -54,15 +58,15 @@ class ClassificationModule(TaskModule):
         self.accuracy["train_accuracy"].reset()
         self.train_loss_sum.zero_()
 
-    def scores(self, inputs: torch.Tensor) -> torch.Tensor:
+    def scores(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The outputs that validation, test and prediction score: with test_time_flip, the mean of the
         outputs for each image and its mirror image."""
-        outputs = self(inputs)
-        return (outputs + self(inputs.flip(-1))) / 2 if self.hparams.test_time_flip else outputs
+        outputs = self(*inputs)
+        return (outputs + self(inputs[0].flip(-1))) / 2 if self.hparams.test_time_flip else outputs
 
     def evaluate(self, batch, stage: str) -> None:
-        images, labels = batch
-        logits = self.scores(images)
+        *inputs, labels = batch
+        logits = self.scores(*inputs)
         self.accuracy[f"{stage}_accuracy"].update(logits, labels)
         self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)

@@ -1,8 +1,12 @@
 """What every task module (classification, metric learning, multi-task) shares: the network built from
 config, the optimizer and schedules built from config, and the checks that need a running trainer."""
+import inspect
+
 import torch
 from hydra.utils import instantiate
 
+from lightlab.config_checks import locate
+from lightlab.errors import UserError
 from lightlab.fast_loop import FastHooksModule
 from lightning_modules.optimization import (build_lr_schedulers, build_optimizer, check_monitored_metrics,
                                             check_optimizer_fits_trainer)
@@ -15,6 +19,14 @@ def inputs_to_channels_last(network: torch.nn.Module, inputs: tuple) -> tuple:
 
 class TaskModule(FastHooksModule):
     def build_network(self, config: dict, compile: bool, channels_last: bool = False, **shape) -> torch.nn.Module:
+        reads_text = "vocabulary_size" in inspect.signature(locate(config["_target_"])).parameters
+        if reads_text and "vocabulary_size" not in shape:
+            raise UserError(f"model {config['_target_']} reads token ids, but this data gives images. Choose an "
+                            f"image model (model=mlp, cnn, resnet18, fast_cifar) or text data (data=sst2, trec, mr, "
+                            f"sms_spam, ag_news).")
+        if "vocabulary_size" in shape and not reads_text:
+            raise UserError(f"model {config['_target_']} reads images, but this data gives token ids. Choose a "
+                            f"sequence model: model=rnn, lstm, gru or bilstm_attention.")
         network = instantiate(config, **shape, _convert_="all")
         if channels_last:
             # NHWC: what tensor cores (and oneDNN on CPU) read fastest. Weights convert once here, image

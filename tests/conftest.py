@@ -11,6 +11,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker, and per `python run.py` a test starts (it inherits the environment): two workers
+    # with two threads each would oversubscribe the two cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 REAL_DATA = Path(os.environ.get("DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
@@ -78,11 +83,58 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def require_real_data(folder: str) -> Path:
-    """The real dataset folder; in CI (CI=true) its absence is a failure, elsewhere a skip."""
-    path = REAL_DATA / folder / "raw"
+def require_real_data(folder: str, inside: str = "raw") -> Path:
+    """The real data folder (holding `folder/inside`); in CI (CI=true) its absence is a failure, elsewhere a skip."""
+    path = REAL_DATA / folder / inside
     if not path.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"real data missing in CI: {path} (set DATA_DIR)")
         pytest.skip(f"real data not found at {path} (set DATA_DIR)")
     return REAL_DATA
+
+
+def synthetic_sentences(count: int, classes: int, seed: int = 0) -> list[tuple[str, int]]:
+    """Learnable texts: filler words of random length (1 to 30) with one class word ("topic3") among them."""
+    generator = np.random.default_rng(seed)
+    filler = ["the", "a", "movie", "plot", "was", "very", "quite", "and", "it", "of", "story", "actors", ",", "."]
+    rows = []
+    for _ in range(count):
+        label = int(generator.integers(classes))
+        words = list(generator.choice(filler, int(generator.integers(1, 30))))
+        words.insert(int(generator.integers(len(words) + 1)), f"topic{label}")
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_tiny_text(data_dir: Path, train: int = 300, test: int = 80) -> Path:
+    """Every text dataset's folder in its published format (see datamodules/text_formats.py), small and learnable."""
+    trec_coarse = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    for name, classes in (("sst2", 2), ("trec", 6), ("mr", 2), ("sms_spam", 2), ("ag_news", 4)):
+        folder = data_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        splits = {"train": synthetic_sentences(train, classes, 1), "test": synthetic_sentences(test, classes, 2)}
+        if name == "sst2":
+            for split, file in (("train", "train.tsv"), ("test", "dev.tsv")):
+                lines = ["sentence\tlabel"] + [f"{text}\t{label}" for text, label in splits[split]]
+                (folder / file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        elif name == "trec":
+            for split, file in (("train", "train_5500.label"), ("test", "TREC_10.label")):
+                lines = [f"{trec_coarse[label]}:other {text} ?" for text, label in splits[split]]
+                (folder / file).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+        elif name == "mr":
+            for label, file in ((1, "rt-polarity.pos"), (0, "rt-polarity.neg")):
+                lines = [text for text, row_label in splits["train"] if row_label == label]
+                (folder / file).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+        elif name == "sms_spam":
+            lines = [f"{['ham', 'spam'][label]}\t{text}" for text, label in splits["train"]]
+            (folder / "SMSSpamCollection").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        else:
+            for split in ("train", "test"):
+                lines = [f'"{label + 1}","{text.split()[0]} title","{text}"' for text, label in splits[split]]
+                (folder / f"{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data_dir
+
+
+def pytest_collection_modifyitems(items):
+    """The long real-data runs first, so the workers start on them and the short tests fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

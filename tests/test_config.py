@@ -11,7 +11,7 @@ from lightlab.config_checks import check_config
 from lightlab.errors import UserError
 from lightlab.run_directory import numbered_dir
 from run import build
-from tests.conftest import write_cifar10, write_cifar100, write_tiny_mnist
+from tests.conftest import write_cifar10, write_cifar100, write_tiny_mnist, write_tiny_text
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
                        for option in group.glob("*.yaml") if not option.name.startswith("_"))  # _x: shared parts
@@ -34,7 +34,13 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     write_tiny_mnist(tiny_data, "FashionMNIST")
     write_cifar10(tiny_data, per_batch=64)
     write_cifar100(tiny_data, count=320)
-    cfg = compose_config([f"{group}={option}", f"paths.data_dir={tiny_data}", "data.val_size=64",
+    write_tiny_text(tiny_data, train=1200)  # mr and sms_spam hold out 1,000 test texts
+    # A text dataset needs a sequence model and the other way round (their configs build on _text / _recurrent).
+    option_text = (CONFIG_DIR / group / f"{option}.yaml").read_text()
+    partner = {"data": ["model=lstm"], "model": ["data=sst2"]}.get(group, []) if (
+        "_text" in option_text or "_recurrent" in option_text) else []
+    cfg = compose_config([f"{group}={option}", *partner, f"paths.data_dir={tiny_data}",
+                          f"paths.cache_dir={tmp_path / 'cache'}", "data.val_size=64",
                           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                           "trainer.num_sanity_val_steps=0"], output_dir=str(tmp_path))
     if OmegaConf.missing_keys(cfg):  # options that need a value from the user say so by name

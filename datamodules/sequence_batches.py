@@ -1,0 +1,51 @@
+"""Batches of padded token-id sequences, optionally bucketed by length.
+
+A split is three tensors: ids (N, longest) padded with 0, lengths (N,), labels (N,). A batch is
+(ids[index, :longest in batch], lengths[index], labels[index]): it is trimmed to its own longest sequence,
+so a batch of short sentences costs a short recurrent pass.
+
+Bucketing (on by default) makes batches of similar lengths: each epoch's shuffled order is cut into pools of
+`pool_batches` batches, each pool is sorted by length and cut into batches, and the batches are shuffled
+among themselves. Padding nearly vanishes while every epoch still sees different batch compositions.
+"""
+import numpy as np
+import torch
+
+from datamodules.tensor_batches import EpochOrder
+
+
+class SequenceBatches:
+    def __init__(self, tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_size: int, shuffle: bool,
+                 seed: int = 0, bucketing: bool = True, pool_batches: int = 50, drop_last: bool = False):
+        self.ids, self.lengths, self.labels = tensors
+        self.batch_size, self.bucketing, self.pool_batches, self.drop_last = batch_size, bucketing, pool_batches, drop_last
+        self.sampler = EpochOrder(len(self.ids), shuffle, seed)  # Lightning calls sampler.set_epoch each epoch
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.ids), self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def batch_indices(self) -> list[torch.Tensor]:
+        order = self.sampler.indices()
+        if order is None:
+            order = torch.arange(len(self.ids))
+        pool_size = self.batch_size * self.pool_batches if self.sampler.shuffle else len(order)
+        batches = []
+        for start in range(0, len(order), pool_size if self.bucketing else len(order)):
+            pool = order[start:start + pool_size] if self.bucketing else order
+            if self.bucketing:  # stable: equal lengths keep the shuffled order
+                pool = pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
+            batches += list(pool.split(self.batch_size))
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()  # the only partial batch is the last one cut
+        if self.bucketing and self.sampler.shuffle:  # pools sorted longest first: shuffle the batches themselves
+            seed = np.random.SeedSequence([self.sampler.seed, self.sampler.epoch, 1]).generate_state(1, np.uint64)[0]
+            generator = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        return batches
+
+    def __iter__(self):
+        for index in self.batch_indices():
+            lengths = self.lengths[index]
+            yield self.ids[index, :int(lengths.max())], lengths, self.labels[index]
