@@ -5,6 +5,7 @@ compose (Hydra, conf/) -> check the config -> build data, model, callbacks, logg
 """
 import json
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -93,13 +94,28 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lightlab.sweep_summary import record_outcome
+
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    started = time.monotonic()
     try:
         metrics = train(cfg)["metrics"]
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    best = metrics.get(f"best_{cfg.monitor}", metrics.get(cfg.monitor))
-    return best
+    except Exception as error:
+        if in_sweep:  # recorded in the job's folder; the sweep goes on and exits non-zero at its end
+            print(f"error: {error}", file=sys.stderr)
+            record_outcome(Path(cfg.paths.output_dir), HydraConfig.get().overrides.task,
+                           time.monotonic() - started, error)
+            return None
+        if isinstance(error, UserError):
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    if in_sweep:
+        record_outcome(Path(cfg.paths.output_dir), HydraConfig.get().overrides.task, time.monotonic() - started)
+    return metrics.get(f"best_{cfg.monitor}", metrics.get(cfg.monitor))
 
 
 if __name__ == "__main__":
