@@ -8,7 +8,6 @@ Bucketing (on by default) makes batches of similar lengths: each epoch's shuffle
 `pool_batches` batches, each pool is sorted by length and cut into batches, and the batches are shuffled
 among themselves. Padding nearly vanishes while every epoch still sees different batch compositions.
 """
-import numpy as np
 import torch
 
 from datamodules.tensor_batches import EpochOrder
@@ -30,19 +29,18 @@ class SequenceBatches:
         order = self.sampler.indices()
         if order is None:
             order = torch.arange(len(self.ids))
-        pool_size = self.batch_size * self.pool_batches if self.sampler.shuffle else len(order)
-        batches = []
-        for start in range(0, len(order), pool_size if self.bucketing else len(order)):
-            pool = order[start:start + pool_size] if self.bucketing else order
-            if self.bucketing:  # stable: equal lengths keep the shuffled order
+        if not self.bucketing:
+            batches = list(order.split(self.batch_size))
+        else:  # evaluation order does not matter: the whole split is one pool
+            pool_size = self.batch_size * self.pool_batches if self.sampler.shuffle else len(order)
+            batches = []
+            for pool in order.split(pool_size):  # stable: equal lengths keep the shuffled order
                 pool = pool[torch.argsort(self.lengths[pool], descending=True, stable=True)]
-            batches += list(pool.split(self.batch_size))
+                batches += list(pool.split(self.batch_size))
         if self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()  # the only partial batch is the last one cut
         if self.bucketing and self.sampler.shuffle:  # pools sorted longest first: shuffle the batches themselves
-            seed = np.random.SeedSequence([self.sampler.seed, self.sampler.epoch, 1]).generate_state(1, np.uint64)[0]
-            generator = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.sampler.generator(1))]
         return batches
 
     def __iter__(self):

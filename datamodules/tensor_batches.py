@@ -27,11 +27,14 @@ class EpochOrder:
         """The epoch's permutation, or None for the natural order (batches are then zero-copy views)."""
         if not self.shuffle:
             return None
-        # SeedSequence mixes (seed, epoch) into one well-spread 64-bit seed; seed + epoch would make
+        return torch.randperm(self.size, generator=self.generator())
+
+    def generator(self, *stream: int) -> torch.Generator:
+        """A generator that depends only on (seed, epoch, *stream): each stream is another independent draw."""
+        # SeedSequence mixes its inputs into one well-spread 64-bit seed; seed + epoch would make
         # seed=1/epoch=0 and seed=0/epoch=1 share an order.
-        mixed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0])
-        generator = torch.Generator().manual_seed(mixed & 0x7FFF_FFFF_FFFF_FFFF)
-        return torch.randperm(self.size, generator=generator)
+        mixed = int(np.random.SeedSequence([self.seed, self.epoch, *stream]).generate_state(1, np.uint64)[0])
+        return torch.Generator().manual_seed(mixed & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 class TensorBatches:

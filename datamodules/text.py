@@ -94,8 +94,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
                             f"({error}). Put the published train.csv and test.csv in {self.root / 'ag_news'} or "
                             f"point paths.data_dir (DATA_DIR) at a folder that has them.") from None
 
-    def _read(self, split: str, path: Path) -> text_formats.TextTable:
-        settings = self.hparams
+    def _read(self, split: str, files: dict[str, Path]) -> text_formats.TextTable:
+        settings, path = self.hparams, files[split]
         if settings.dataset == "ag_news":
             return text_formats.read_ag_news(path, settings.bad_rows)
         if settings.dataset == "sst2":
@@ -104,7 +104,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
             classes = self.classes if split == "test" and settings.labels == "fine" else None
             return text_formats.read_trec(path, settings.labels, classes, settings.bad_rows)
         if settings.dataset == "mr":
-            return text_formats.read_mr(path, self._files()["negative"], settings.bad_rows)
+            return text_formats.read_mr(path, files["negative"], settings.bad_rows)
         if settings.dataset == "sms_spam":
             return text_formats.read_sms_spam(path, settings.bad_rows)
         table = {k: v for k, v in settings.table.items() if k not in ("train_file", "test_file")}
@@ -154,14 +154,14 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def _build_splits(self, files: dict[str, Path]) -> None:
         settings = self.hparams
-        train = self._read("train", files["train"])
+        train = self._read("train", files)
         self.classes = train.classes
         texts, labels = train.texts, train.labels
         generator = torch.Generator().manual_seed(settings.split_seed)
         order = torch.randperm(len(texts), generator=generator).tolist()
         held_out, self.skipped = {}, list(train.skipped)
         if "test" in files:
-            test = self._read("test", files["test"])
+            test = self._read("test", files)
             held_out["test"] = (test.texts, test.labels)
             self.skipped += test.skipped
         else:  # no test split of its own: hold one out first, the same texts whatever val_size is
