@@ -4,6 +4,7 @@ compose (Hydra, conf/) -> check the config -> build data, model, callbacks, logg
 -> fit -> test the best checkpoint -> print a summary -> return the monitored metric (for sweepers).
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,14 +47,18 @@ def train(cfg: DictConfig) -> dict:
     """Everything a run does, given a composed config; returns the run's final metrics."""
     check_config(cfg)  # before the slow imports: a typo fails in about a second
     import pytorch_lightning as pl
+    import torch
     from hydra.utils import instantiate
+    from pytorch_lightning.utilities import rank_zero_only
 
     from lightlab.finetuning import load_network_weights
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    main_process = rank_zero_only.rank == 0  # DDP's other ranks write nothing of their own
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     datamodule, module, trainer = build(cfg)
     if cfg.init_from:
@@ -70,9 +75,11 @@ def train(cfg: DictConfig) -> dict:
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint, verbose=False)
         metrics.update({name: float(value) for name, value in test_metrics[0].items()})
 
-    summary = {"run_dir": str(run_dir), "best_checkpoint": best_checkpoint, "metrics": metrics}
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print_summary(cfg, summary)
+    summary = {"run_dir": str(run_dir), "best_checkpoint": best_checkpoint, "metrics": metrics,
+               "torch_threads": torch.get_num_threads()}
+    if main_process:
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print_summary(cfg, summary)
     return summary
 
 
@@ -97,24 +104,35 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from lightlab.sweep_summary import record_outcome
+    from lightlab.sweep_summary import record_outcome, resume_job
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    started = time.monotonic()
+    overrides, started = HydraConfig.get().overrides.task, time.monotonic()
     try:
+        earlier = resume_job(cfg, overrides) if in_sweep else None  # a re-run sweep skips its completed jobs
+        if earlier is not None:
+            return objective(cfg, earlier["metrics"])
         metrics = train(cfg)["metrics"]
     except Exception as error:
         if in_sweep:  # recorded in the job's folder; the sweep goes on and exits non-zero at its end
             print(f"error: {error}", file=sys.stderr)
-            record_outcome(Path(cfg.paths.output_dir), HydraConfig.get().overrides.task,
-                           time.monotonic() - started, error)
+            record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started, error)
             return None
         if isinstance(error, UserError):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         raise
+    finally:
+        if os.environ.get("LOCAL_RANK") == "0":  # this job started DDP ranks: end them before the next job
+            from lightlab.distributed import end_ranks
+            end_ranks()
     if in_sweep:
-        record_outcome(Path(cfg.paths.output_dir), HydraConfig.get().overrides.task, time.monotonic() - started)
+        record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started)
+    return objective(cfg, metrics)
+
+
+def objective(cfg: DictConfig, metrics: dict) -> float | None:
+    """What sweepers optimise: the monitored metric's best value during training (else its last)."""
     return metrics.get(f"best_{cfg.monitor}", metrics.get(cfg.monitor))
 
 

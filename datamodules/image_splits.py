@@ -6,7 +6,7 @@ A subclass says how to read a split (`read_split`) and its pixel statistics (`me
 import pytorch_lightning as pl
 import torch
 
-from datamodules.tensor_batches import TensorBatches
+from datamodules.tensor_batches import TensorBatches, process_shard
 from lightlab.errors import UserError
 
 
@@ -48,14 +48,15 @@ class ImageSplits(pl.LightningDataModule):
             self._load("test")
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True,
-                             seed=self.hparams.shuffle_seed, drop_last=self.hparams.drop_last)
+        return TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True, seed=self.hparams.shuffle_seed,
+                             drop_last=self.hparams.drop_last, shard=process_shard(self))
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["validate"], self.hparams.eval_batch_size, shuffle=False)
+        return TensorBatches(self.splits["validate"], self.hparams.eval_batch_size, shuffle=False,
+                             shard=process_shard(self))
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False)
+        return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False, shard=process_shard(self))
 
     def training_sample(self, count: int) -> torch.Tensor:
         """The first `count` training images (after the validation split), normalised, not augmented."""

@@ -15,20 +15,21 @@ from datamodules.tensor_batches import EpochOrder
 
 class SequenceBatches:
     def __init__(self, tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_size: int, shuffle: bool,
-                 seed: int = 0, bucketing: bool = True, pool_batches: int = 50, drop_last: bool = False):
+                 seed: int = 0, bucketing: bool = True, pool_batches: int = 50, drop_last: bool = False,
+                 shard: tuple[int, int] = (0, 1)):
         self.ids, self.lengths, self.labels = tensors
         self.batch_size, self.bucketing, self.pool_batches, self.drop_last = batch_size, bucketing, pool_batches, drop_last
-        self.sampler = EpochOrder(len(self.ids), shuffle, seed)  # Lightning calls sampler.set_epoch each epoch
+        self.sampler = EpochOrder(len(self.ids), shuffle, seed, shard)  # Lightning calls sampler.set_epoch each epoch
         self.batch_sampler = None
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.ids), self.batch_size)
+        full, rest = divmod(self.sampler.size, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
     def batch_indices(self) -> list[torch.Tensor]:
         order = self.sampler.indices()
         if order is None:
-            order = torch.arange(len(self.ids))
+            order = torch.arange(self.sampler.size)
         if not self.bucketing:
             batches = list(order.split(self.batch_size))
         else:  # evaluation order does not matter: the whole split is one pool

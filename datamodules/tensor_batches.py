@@ -15,19 +15,28 @@ class EpochOrder:
     Lightning calls `set_epoch` on `loader.sampler` before every epoch, with the number of epochs
     already done, which a resumed run restores from its checkpoint; so a resumed run sees the same
     order an uninterrupted one would, without storing any generator state.
+
+    Under DDP every process draws the same permutation and takes every `world_size`-th sample from
+    position `rank`: a step of N processes at batch B sees the samples one process at batch N*B would.
+    Training shards are cut to equal length (every process must take the same number of steps; at most
+    N-1 samples an epoch are left out, different ones each epoch); evaluation shards keep every sample.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int):
-        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+    def __init__(self, size: int, shuffle: bool, seed: int, shard: tuple[int, int] = (0, 1)):
+        self.full_size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+        self.rank, self.world_size = shard
+        self.size = size // self.world_size if shuffle else len(range(self.rank, size, self.world_size))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> torch.Tensor | None:
-        """The epoch's permutation, or None for the natural order (batches are then zero-copy views)."""
-        if not self.shuffle:
-            return None
-        return torch.randperm(self.size, generator=self.generator())
+        """This process's samples in the epoch's order, or None for all of them in the natural order (batches
+        are then zero-copy views)."""
+        if self.world_size == 1:
+            return torch.randperm(self.size, generator=self.generator()) if self.shuffle else None
+        order = torch.randperm(self.full_size, generator=self.generator()) if self.shuffle else torch.arange(self.full_size)
+        return order[self.rank::self.world_size][:self.size]
 
     def generator(self, *stream: int) -> torch.Generator:
         """A generator that depends only on (seed, epoch, *stream): each stream is another independent draw."""
@@ -37,16 +46,22 @@ class EpochOrder:
         return torch.Generator().manual_seed(mixed & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+def process_shard(datamodule) -> tuple[int, int]:
+    """(rank, number of processes) of this process under DDP; (0, 1) otherwise."""
+    trainer = datamodule.trainer
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
 class TensorBatches:
     """An iterable of batches `(field[indices] for field in tensors)` that Lightning accepts as a dataloader."""
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, shard: tuple[int, int] = (0, 1)):
         sizes = {len(t) for t in tensors}
         if len(sizes) != 1:
             raise ValueError(f"all tensors of a split need the same length, got {sorted(sizes)}")
         self.tensors, self.batch_size, self.drop_last = tensors, batch_size, drop_last
-        self.sampler = EpochOrder(sizes.pop(), shuffle, seed)
+        self.sampler = EpochOrder(sizes.pop(), shuffle, seed, shard)
         self.batch_sampler = None  # DataLoader's attribute when a sampler is set; Lightning reads both
 
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ import torch
 from datamodules import text_formats
 from datamodules.download import download_file
 from datamodules.sequence_batches import SequenceBatches
+from datamodules.tensor_batches import process_shard
 from datamodules.vocabulary import TOKENIZERS, Vocabulary, padded_ids, tokenize
 from lightlab.errors import UserError
 
@@ -200,7 +201,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool, bucketing: bool) -> SequenceBatches:
         return SequenceBatches(self.splits[split], batch_size, shuffle, seed=self.hparams.shuffle_seed,
                                bucketing=bucketing, pool_batches=self.hparams.pool_batches,
-                               drop_last=self.hparams.drop_last and shuffle)
+                               drop_last=self.hparams.drop_last and shuffle, shard=process_shard(self))
 
     def train_dataloader(self) -> SequenceBatches:
         return self._batches("fit", self.hparams.batch_size, True, self.hparams.bucketing)

@@ -34,7 +34,12 @@ def numbered_dir(parent: str, prefix: str, name: str | None = None) -> str:
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("numbered_dir"):
-        OmegaConf.register_new_resolver("numbered_dir", numbered_dir)
+        # use_cache: the value travels inside the config (Hydra copies the cache into every job's config), so
+        # jobs that the joblib launcher runs in other processes get the sweep folder the parent claimed.
+        OmegaConf.register_new_resolver("numbered_dir", numbered_dir, use_cache=True)
+    if not OmegaConf.has_resolver("gpu_slots"):  # hydra/launcher=gpus: worker processes = GPUs x jobs per GPU
+        from lightlab.device_slots import gpu_slots
+        OmegaConf.register_new_resolver("gpu_slots", gpu_slots)
 
 
 class ResolveSweepDirectory(Callback):

@@ -1,7 +1,7 @@
 """What a multirun leaves behind: each job's outcome, and one table for the whole sweep.
 
-Every job of a sweep writes `status.json` in its folder: completed or failed, its overrides, its wall time, and
-for a failure the error, with the full traceback in `failure.txt`. A failing job does not stop the others.
+Every job of a sweep writes `status.json` in its folder: started, then completed, failed or (Optuna) pruned, with
+its overrides, its wall time, and for a failure the error, with the full traceback in `failure.txt`. A failing job does not stop the others.
 When the sweep ends, `SweepSummary` (a Hydra callback, see conf/hydra/default.yaml) writes `summary.csv` and
 `summary.md` in the sweep folder, prints the table, plots the optimised metric against each swept parameter
 (`summary.png`), and makes the sweep exit with status 1 if any job failed. For an existing sweep folder:
@@ -11,17 +11,58 @@ When the sweep ends, `SweepSummary` (a Hydra callback, see conf/hydra/default.ya
 import csv
 import json
 import math
+import os
 import statistics
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
 
+def launched_rank() -> int:
+    """This process's rank when a cluster launcher started one process per device (SLURM through
+    hydra/launcher=slurm, torchrun): every rank runs the job, and only rank 0 records it."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def resume_job(cfg, overrides: list[str]) -> dict | None:
+    """Before a sweep job runs. Re-running a sweep over the same folder (sweep_name=...) meets each job's earlier
+    outcome: a completed job returns its recorded summary and is not run again; a failed or interrupted one
+    continues from its checkpoints/last.ckpt when it has one (cfg.ckpt_path is set), else starts over."""
+    run_dir = Path(cfg.paths.output_dir)
+    status_file, overrides = run_dir / "status.json", list(overrides)
+    if status_file.is_file():
+        earlier = json.loads(status_file.read_text())
+        if earlier["overrides"] != overrides:  # the folder belongs to another command's job: never overwrite it
+            raise SystemExit(f"error: {run_dir} holds a job of another sweep (overrides {earlier['overrides']}, now "
+                             f"{overrides}). Re-run the sweep's own command, or give this one a new sweep_name.")
+        if earlier["status"] == "completed" and (run_dir / "metrics.json").is_file():
+            print(f"{run_dir}: completed in an earlier run of this sweep, not run again")
+            return json.loads((run_dir / "metrics.json").read_text())
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and cfg.ckpt_path is None:
+        print(f"{run_dir}: continuing the interrupted job from {last}")
+        cfg.ckpt_path = str(last)
+    if launched_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        status_file.write_text(json.dumps({"status": "started", "overrides": overrides, "wall_s": 0.0}) + "\n")
+    return None
+
+
 def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: BaseException | None = None) -> None:
-    status = {"status": "failed" if error else "completed", "overrides": list(overrides), "wall_s": round(wall_s, 3)}
-    if error is not None:
+    if launched_rank() != 0:
+        return
+    pruned = type(error).__name__ == "TrialPruned"  # Optuna's pruner stopped it (lightlab/optuna_pruning.py)
+    status = {"status": "pruned" if pruned else "failed" if error else "completed", "overrides": list(overrides),
+              "wall_s": round(wall_s, 3), "finished_at": round(time.time(), 3)}
+    if pruned:
+        status["error"] = str(error)
+    elif error is not None:
         status["error"] = f"{type(error).__name__}: {error}"
         (run_dir / "failure.txt").write_text("".join(traceback.format_exception(error)))
     (run_dir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
@@ -82,16 +123,26 @@ def summarize(sweep_dir: Path, monitor: str, monitor_mode: str) -> list[dict]:
     lines = [f"# Sweep {sweep_dir}", "", f"{len(finished)} of {len(rows)} jobs completed; `{monitor}` is "
              f"{'maximised' if monitor_mode == 'max' else 'minimised'}; the best job is marked *.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in line) + " |" for line in table]
+    table_to_read = [[brief(cell) for cell in line] for line in table]  # the CSV keeps every digit
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in table_to_read]
     lines += seed_groups(rows, keys, monitor)
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     plot(sweep_dir / "summary.png", rows, keys, monitor)
     # On the console, the columns that fit a terminal: the full table is in summary.md / summary.csv.
     shown = [i for i, name in enumerate(header) if name not in metric_names and name != "error"
-             or name == "test/" + monitor.partition("/")[2]]
-    print_table([header[i] for i in shown], [[line[i] for i in shown] for line in table],
+             or name == "test/" + monitor.partition("/")[2] or name == "error" and any(r["error"] for r in rows)]
+    print_table([header[i] for i in shown], [[line[i] for i in shown] for line in table_to_read],
                 f"{sweep_dir}: {len(finished)}/{len(rows)} jobs completed (full table: summary.md)")
     return rows
+
+
+def brief(cell) -> str:
+    """A searched float such as Optuna's 0.0022881136684755237 as 0.002288; anything else as it is."""
+    text = str(cell)
+    try:
+        return f"{float(text):.4g}" if len(text) > 8 and any(c in text for c in ".e") else text
+    except ValueError:
+        return text
 
 
 def seed_groups(rows: list[dict], keys: list[str], monitor: str) -> list[str]:
@@ -156,7 +207,8 @@ def print_table(header: list[str], table: list[list], title: str) -> None:
 class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         rows = summarize(Path(config.hydra.sweep.dir), config.monitor, config.monitor_mode)
-        failed = [row["job"] for row in rows if row["status"] != "completed"]
+        # Pruned trials and trials a resumed Optuna study asked again are outcomes, not failures.
+        failed = [row["job"] for row in rows if row["status"] not in ("completed", "pruned", "interrupted")]
         if failed:
             print(f"error: {len(failed)} of {len(rows)} jobs failed (jobs {', '.join(map(str, failed))}); each job "
                   f"folder has status.json and failure.txt.",

@@ -35,7 +35,7 @@ class ClassificationModule(TaskModule):
             f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
             for stage in ("train", "val", "test")})
         # The epoch's summed training loss stays a device tensor: adding to it never waits for the device.
-        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
+        self.register_epoch_sum("train_loss_sum")
 
     # A batch is (*inputs, labels): (images, labels), or (token ids, lengths, labels) for text.
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -53,8 +53,8 @@ class ClassificationModule(TaskModule):
         return loss
 
     def log_train_epoch_metrics(self) -> None:
-        self.log("train/loss", self.epoch_mean(self.train_loss_sum))
-        self.log("train/acc", self.accuracy["train_accuracy"].compute())
+        self.log("train/loss", self.epoch_mean(self.train_loss_sum), sync_dist=True)
+        self.log("train/acc", self.accuracy["train_accuracy"].compute(), sync_dist=True)
         self.accuracy["train_accuracy"].reset()
         self.train_loss_sum.zero_()
 
@@ -68,5 +68,5 @@ class ClassificationModule(TaskModule):
         *inputs, labels = batch
         logits = self.scores(*inputs)
         self.accuracy[f"{stage}_accuracy"].update(logits, labels)
-        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels))
+        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)

@@ -85,8 +85,8 @@ class MetricLearningModule(TaskModule):
         self.knn_accuracy = torch.nn.ModuleDict({
             stage: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for stage in ("val", "test")})
         # Epoch sums stay device tensors: adding to them never waits for the device.
-        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("train_active_sum", torch.zeros(()), persistent=False)
+        self.register_epoch_sum("train_loss_sum")
+        self.register_epoch_sum("train_active_sum")
         self.reference: tuple[torch.Tensor, torch.Tensor] | None = None  # embeddings, labels; set per eval epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,9 +118,9 @@ class MetricLearningModule(TaskModule):
         return loss
 
     def log_train_epoch_metrics(self) -> None:
-        self.log("train/loss", self.epoch_mean(self.train_loss_sum))
+        self.log("train/loss", self.epoch_mean(self.train_loss_sum), sync_dist=True)
         # Falling towards 0: the mined triplets already satisfy the margin and training is running out of signal.
-        self.log("train/active_triplets", self.epoch_mean(self.train_active_sum))
+        self.log("train/active_triplets", self.epoch_mean(self.train_active_sum), sync_dist=True)
         self.train_loss_sum.zero_()
         self.train_active_sum.zero_()
 
@@ -158,7 +158,7 @@ class MetricLearningModule(TaskModule):
         images, labels = batch
         embeddings = self(images)
         loss, _ = self.triplet_loss(embeddings, labels)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(labels))
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(labels), sync_dist=True)
         references, reference_labels = self.reference
         # More neighbours than references (tiny data) would be an error in topk; all references vote then.
         neighbours = min(self.hparams.neighbours, len(reference_labels))

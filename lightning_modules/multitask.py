@@ -88,7 +88,7 @@ class MultiTaskModule(TaskModule):
                                 if target.kind == "classification" else MeanAbsoluteError())
             for stage in ("val", "test") for name, target in self.targets.items()})
         # Per task, then the weighted total: summed over the epoch as device tensors (adding never waits).
-        self.register_buffer("train_loss_sums", torch.zeros(len(tasks) + 1), persistent=False)
+        self.register_epoch_sum("train_loss_sums", len(tasks) + 1)
 
     @staticmethod
     def _target(name: str, task: dict) -> Target:
@@ -123,17 +123,17 @@ class MultiTaskModule(TaskModule):
         means = self.epoch_mean(self.train_loss_sums)
         weights = self.loss.weights.detach()
         for index, name in enumerate(self.targets):
-            self.log(f"train/{name}_loss", means[index])
-            self.log(f"train/{name}_weight", weights[index])
-        self.log("train/loss", means[-1])
+            self.log(f"train/{name}_loss", means[index], sync_dist=True)
+            self.log(f"train/{name}_weight", weights[index], sync_dist=True)
+        self.log("train/loss", means[-1], sync_dist=True)
         self.train_loss_sums.zero_()
 
     def evaluate(self, batch, stage: str) -> None:
         outputs, targets, losses = self._task_losses(batch)
         batch_size = len(batch[1])
         for index, (name, target) in enumerate(self.targets.items()):
-            self.log(f"{stage}/{name}_loss", losses[index], on_epoch=True, batch_size=batch_size)
+            self.log(f"{stage}/{name}_loss", losses[index], on_epoch=True, batch_size=batch_size, sync_dist=True)
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(outputs[name], targets[name])
             self.log(f"{stage}/{name}_{'acc' if target.kind == 'classification' else 'mae'}", metric, on_epoch=True)
-        self.log(f"{stage}/loss", self.loss(*losses), on_epoch=True, batch_size=batch_size)
+        self.log(f"{stage}/loss", self.loss(*losses), on_epoch=True, batch_size=batch_size, sync_dist=True)

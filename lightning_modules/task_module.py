@@ -53,6 +53,13 @@ class TaskModule(FastHooksModule):
             return optimizer
         return [optimizer], build_lr_schedulers(optimizer, self.hparams.scheduler, self.trainer)
 
+    def register_epoch_sum(self, name: str, size: int | tuple = ()) -> None:
+        """A running sum over this process's training batches (a buffer: it follows the module's device; it is
+        synced over processes when logged). DDP must not broadcast it, or every rank would hold rank 0's sum."""
+        self.register_buffer(name, torch.zeros(size), persistent=False)
+        # DistributedDataParallel's own switch for buffers it should leave alone (torch issue 43690).
+        self._ddp_params_and_buffers_to_ignore = [*getattr(self, "_ddp_params_and_buffers_to_ignore", []), name]
+
     def first_call_for_batch(self, batch_index: int) -> bool:
         """False when an optimizer that re-evaluates the loss (LBFGS calls its closure up to max_iter
         times a step) runs training_step again on the same batch: epoch statistics count each batch once."""

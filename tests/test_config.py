@@ -11,6 +11,7 @@ from lightlab.config_checks import check_config
 from lightlab.errors import UserError
 from lightlab.run_directory import numbered_dir
 from run import build
+from lightlab.distributed import JobDDPStrategy
 from tests.conftest import write_cifar10, write_cifar100, write_tiny_mnist, write_tiny_text
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
@@ -51,7 +52,15 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         cfg.trainer.accelerator = "cpu"  # composed and checked as written; trained on the CPU this machine has
         cfg.trainer.precision = "bf16-mixed"
+        if "strategy" in cfg.trainer:
+            cfg.trainer.devices, cfg.trainer.strategy.process_group_backend = 2, "gloo"
     datamodule, module, trainer = build(cfg)
+    if "strategy" in cfg.trainer:  # several processes: they train for real in tests/test_distributed.py
+        assert isinstance(trainer.strategy, JobDDPStrategy) and trainer.num_devices == cfg.trainer.devices
+        assert trainer.strategy.process_group_backend == cfg.trainer.strategy.process_group_backend
+        assert any(type(p).__name__ == "TorchSyncBatchNorm" for p in [trainer.strategy._layer_sync]) == bool(
+            cfg.trainer.sync_batchnorm)
+        return
     if (group, option) in NEEDS_OTHER_MODEL:
         with pytest.raises(UserError, match=NEEDS_OTHER_MODEL[group, option]):
             trainer.fit(module, datamodule=datamodule)
