@@ -118,6 +118,9 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {error}", file=sys.stderr)
             record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started, error)
             return None
+        if os.environ.get("LIGHTLAB_RANK_OF_JOB"):  # a DDP rank of a job: rank 0 reports it (lightlab/distributed.py)
+            print(f"error in rank {os.environ.get('LOCAL_RANK')}: {error}", file=sys.stderr)
+            return None
         if isinstance(error, UserError):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

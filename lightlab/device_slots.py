@@ -8,6 +8,7 @@ sweep's own process (`on_multirun_start`), and handed to the workers in the swee
 """
 import json
 import os
+import shutil
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -67,7 +68,8 @@ class OneGPUPerJob(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         if self.active(config):
             folder = Path(config.hydra.sweep.dir) / ".gpu_slots"
-            folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)  # a re-run sweep's old claims: no worker exists yet
+            folder.mkdir(parents=True)
             (folder / "gpus.json").write_text(json.dumps(visible_gpus()))
 
     def on_job_start(self, config, **kwargs) -> None:

@@ -10,8 +10,13 @@ Optuna sweeper.
 Lightning also leaves the process group and its MASTER_PORT / LOCAL_RANK variables behind after fit; the next
 job of a sweep would then believe its ranks already exist and wait for them forever. `end_ranks` (called by
 run.py when a job ends) waits for the job's ranks, closes the group and restores the environment.
+
+A job's outcome (completed, failed, pruned) is recorded by rank 0. The other ranks exit 0 even when the job fails:
+Lightning's watchdog kills the whole process (the sweep, with every later job) when a rank exits non-zero. A rank
+that dies alone still ends the job: rank 0's next collective then fails (gloo reports the closed connection).
 """
 import os
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -22,8 +27,11 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers import subprocess_script
 
 RUN_SCRIPT = Path(__file__).resolve().parent.parent / "run.py"  # not sys.argv[0]: joblib workers run jobs too
-LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-_started: list[tuple[dict, list]] = []  # (the environment before the launch, the rank processes) per launch
+# What Lightning's launch changes in this process: the rendezvous variables, and the thread count it divides
+# among the ranks. All are put back when the job ends.
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
+RANK_OF_JOB = "LIGHTLAB_RANK_OF_JOB"  # set in the ranks this module starts: run.py lets rank 0 report the job
+_started: list[tuple[dict, int, list]] = []  # (environment, torch threads, rank processes) per launch
 
 
 def job_command(local_rank: int) -> tuple[list[str], str]:
@@ -41,9 +49,13 @@ class JobLauncher(subprocess_script._SubprocessScriptLauncher):
     def _call_children_scripts(self) -> None:
         environment = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
         # Lightning's launcher, with its Hydra command line replaced by this job's.
-        with mock.patch.object(subprocess_script, "_hydra_subprocess_cmd", job_command):
-            super()._call_children_scripts()
-        _started.append((environment, self.procs))
+        os.environ[RANK_OF_JOB] = "1"
+        try:
+            with mock.patch.object(subprocess_script, "_hydra_subprocess_cmd", job_command):
+                super()._call_children_scripts()
+        finally:
+            del os.environ[RANK_OF_JOB]
+        _started.append((environment, torch.get_num_threads(), self.procs))
 
 
 class JobDDPStrategy(DDPStrategy):
@@ -51,16 +63,24 @@ class JobDDPStrategy(DDPStrategy):
         self._launcher = JobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
 
 
-def end_ranks(timeout_s: float = 300) -> None:
-    """After a job: wait for the ranks it started, close the process group, restore MASTER_PORT & co."""
+def end_ranks(timeout_s: float = 120) -> None:
+    """After a job: wait for the ranks it started (killing any still running after `timeout_s`, e.g. stuck in a
+    collective after rank 0 failed), close the process group, restore the environment and thread count."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     while _started:
-        environment, processes = _started.pop()
-        for process in processes:
-            process.wait(timeout=timeout_s)
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        environment, threads, processes = _started.pop()
+        try:
+            for process in processes:
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        finally:
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            torch.set_num_threads(threads)

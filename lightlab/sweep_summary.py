@@ -50,8 +50,15 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
         cfg.ckpt_path = str(last)
     if launched_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        status_file.write_text(json.dumps({"status": "started", "overrides": overrides, "wall_s": 0.0}) + "\n")
+        write_json(status_file, {"status": "started", "overrides": overrides, "wall_s": 0.0})
     return None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Whole or not at all: other ranks and a re-run sweep read status files, and a kill must not truncate one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: BaseException | None = None) -> None:
@@ -65,31 +72,35 @@ def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: Ba
     elif error is not None:
         status["error"] = f"{type(error).__name__}: {error}"
         (run_dir / "failure.txt").write_text("".join(traceback.format_exception(error)))
-    (run_dir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
+    write_json(run_dir / "status.json", status)
 
 
 def job_rows(sweep_dir: Path, monitor: str) -> list[dict]:
-    rows = []
-    for job_dir in sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name)):
-        status_file = job_dir / "status.json"
-        if not status_file.is_file():
-            continue  # never started, or still running
-        status = json.loads(status_file.read_text())
-        row = {"job": int(job_dir.name), "overrides": status["overrides"], "status": status["status"],
-               "wall_s": status["wall_s"], "error": status.get("error", ""), "metrics": {}, "best_epoch": None}
-        metrics_file = job_dir / "metrics.json"
-        if status["status"] == "completed" and metrics_file.is_file():
-            summary = json.loads(metrics_file.read_text())
-            row["metrics"] = summary["metrics"]
-            checkpoint = Path(summary.get("best_checkpoint") or "")
-            if checkpoint.stem.startswith("epoch") and checkpoint.stem[5:].isdigit():
-                row["best_epoch"] = int(checkpoint.stem[5:])
-        value = row["metrics"].get(f"best_{monitor}", row["metrics"].get(monitor))
-        if row["status"] == "completed" and (value is None or not math.isfinite(value)):
-            row["status"], row["error"] = "failed", f"{monitor} is {value} (not a finite number)"
-        row["objective"] = value if row["status"] == "completed" else None
-        rows.append(row)
-    return rows
+    jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+    return [row for row in (job_outcome(job_dir, monitor) for job_dir in jobs) if row is not None]
+
+
+def job_outcome(job_dir: Path, monitor: str) -> dict | None:
+    """One job's row: status, overrides, metrics and `objective` (the monitored metric, None unless completed);
+    None for a job that never started."""
+    status_file = job_dir / "status.json"
+    if not status_file.is_file():
+        return None
+    status = json.loads(status_file.read_text())
+    row = {"job": int(job_dir.name), "overrides": status["overrides"], "status": status["status"],
+           "wall_s": status["wall_s"], "error": status.get("error", ""), "metrics": {}, "best_epoch": None}
+    metrics_file = job_dir / "metrics.json"
+    if status["status"] == "completed" and metrics_file.is_file():
+        summary = json.loads(metrics_file.read_text())
+        row["metrics"] = summary["metrics"]
+        checkpoint = Path(summary.get("best_checkpoint") or "")
+        if checkpoint.stem.startswith("epoch") and checkpoint.stem[5:].isdigit():
+            row["best_epoch"] = int(checkpoint.stem[5:])
+    value = row["metrics"].get(f"best_{monitor}", row["metrics"].get(monitor))
+    if row["status"] == "completed" and (value is None or not math.isfinite(value)):
+        row["status"], row["error"] = "failed", f"{monitor} is {value} (not a finite number)"
+    row["objective"] = value if row["status"] == "completed" else None
+    return row
 
 
 def swept_keys(rows: list[dict]) -> list[str]:

@@ -136,24 +136,15 @@ def write_tiny_text(data_dir: Path, train: int = 300, test: int = 80) -> Path:
 
 
 # Seconds the longest real-data runs take on one thread of this 2-core machine (pytest --durations); other slow
-# tests count as a minute. Only their order depends on it.
+# tests count as a minute. Only the order of the tests depends on it.
 SLOW_TEST_SECONDS = {"[fashion_mnist_cnn-": 270, "[sst2_bilstm_attention-": 245, "[mnist_cnn-": 220}
 
 
-def pytest_collection_modifyitems(config, items):
-    """Two xdist workers (worksteal) each start with one contiguous half of the list and steal from the end of the
-    other's. So each half begins with its share of the long real-data runs, split to balance their time (the
-    longest first), and the short tests fill in behind them."""
-    if config.getoption("numprocesses", None) in (None, 0):
-        return
+def pytest_collection_modifyitems(items):
+    """Longest first. The two xdist workers take tests one at a time from this list (pyproject: --dist load
+    --maxschedchunk 1), so the long real-data runs start at once and the short tests fill in around them."""
     def seconds(item):
+        if item.get_closest_marker("slow") is None:
+            return 0
         return next((s for key, s in SLOW_TEST_SECONDS.items() if key in item.nodeid), 60)
-    slow = sorted((item for item in items if item.get_closest_marker("slow")), key=seconds, reverse=True)
-    fast = [item for item in items if not item.get_closest_marker("slow")]
-    halves, loads = ([], []), [0, 0]
-    for item in slow:
-        lighter = loads.index(min(loads))
-        halves[lighter].append(item)
-        loads[lighter] += seconds(item)
-    first_half_fast = max(0, (len(items) + 1) // 2 - len(halves[0]))
-    items[:] = halves[0] + fast[:first_half_fast] + halves[1] + fast[first_half_fast:]
+    items.sort(key=seconds, reverse=True)  # stable: the short tests keep their order

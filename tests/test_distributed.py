@@ -41,16 +41,18 @@ def test_ddp_on_two_cpu_processes_trains_like_one_process_at_twice_the_batch(tmp
         assert metrics[0][name] == pytest.approx(metrics[1][name], abs=1e-4), name
 
 
-def test_ddp_inside_a_multirun_runs_every_job_on_two_processes(tmp_path):
+def test_ddp_inside_a_multirun_runs_every_job_on_two_processes_and_a_failing_job_ends_alone(tmp_path):
     data = write_tiny_mnist(tmp_path / "data", train=320)
-    result = run_cli("-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.003", *quick_overrides(data, tmp_path / "logs"),
+    result = run_cli("-m", "trainer=ddp_cpu", "optimizer.lr=0.01,-1,0.003", *quick_overrides(data, tmp_path / "logs"),
                      "trainer.max_epochs=1")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # one job failed; the sweep itself went on to the end
     sweep = tmp_path / "logs" / "mnist_mlp" / "multirun_001"
-    for job, lr in ((0, 0.01), (1, 0.003)):
+    statuses = [json.loads((sweep / str(job) / "status.json").read_text()) for job in range(3)]
+    assert [s["status"] for s in statuses] == ["completed", "failed", "completed"]
+    assert "Invalid learning rate: -1" in statuses[1]["error"]
+    for job, lr in ((0, 0.01), (2, 0.003)):
         assert ranks_started(sweep / str(job)), f"job {job} did not start its second rank"
-        assert json.loads((sweep / str(job) / "status.json").read_text())["status"] == "completed"
         assert OmegaConf.load(sweep / str(job) / "config.yaml").optimizer.lr == lr
-    # Only the sweep's two job folders: no rank started a sweep of its own.
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    # Only the sweep's job folders: no rank started a sweep of its own.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
     assert [p.name for p in sweep.parent.iterdir()] == ["multirun_001"]

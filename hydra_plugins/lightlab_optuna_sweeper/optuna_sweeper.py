@@ -7,8 +7,9 @@ metric to the trial), launches the batch with the configured launcher (basic, pa
 study each job's outcome: its objective, pruned, or failed.
 
 The study lives in SQLite in the sweep folder (`optuna.db`), so re-running the same command with the same
-sweep_name continues it: trial numbers go on, `n_trials` counts every finished trial of the study, and trials
-that a killed sweep left running are marked failed and asked again.
+sweep_name continues it: trial numbers go on, `n_trials` counts every finished trial of the study (completed,
+pruned or failed), a trial a killed sweep left running counts with the outcome its job recorded, or else as
+interrupted and is replaced, and the sampler is reseeded (seed + trials so far) so it does not repeat itself.
 
 Search space (`params`), in Hydra's sweep syntax: `choice(a, b, c)` (categorical), `interval(low, high)` (float;
 `int(interval(low, high))` for integers), `tag(log, interval(low, high))` (log scale), `range(low, high, step)`;
@@ -24,7 +25,10 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
+from hydra.utils import instantiate
+
 from lightlab.errors import UserError
+from lightlab.sweep_summary import job_outcome, write_json
 
 # Hydra imports every plugin module when it starts, before it sets up logging: nothing heavy here (Lightning,
 # imported this early, would attach its own log handler and keep its messages out of the run's log file).
@@ -34,8 +38,8 @@ TRIAL_FILE = "optuna_trial.json"  # the trial's identity in its job folder, for 
 def write_trial_file(job_dir: Path, storage: str, study_name: str, trial_id: int, number: int, pruner: dict) -> None:
     """`pruner` is the sweeper's pruner config: a study loaded without one would prune by Optuna's default."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / TRIAL_FILE).write_text(json.dumps({"storage": storage, "study_name": study_name, "trial_id": trial_id,
-                                                  "number": number, "pruner": pruner}) + "\n")
+    write_json(job_dir / TRIAL_FILE, {"storage": storage, "study_name": study_name, "trial_id": trial_id,
+                                      "number": number, "pruner": pruner})
 
 
 def search_space(params: dict) -> dict[str, Any]:
@@ -92,48 +96,62 @@ class OptunaSweeper(Sweeper):
             study_name=self.study_name, storage=storage, load_if_exists=True,
             direction="maximize" if self.config.monitor_mode == "max" else "minimize",
             sampler=self.sampler, pruner=self.pruner)
+        seed = self.config.hydra.sweeper.sampler.get("seed")
+        if study.trials and seed is not None:  # a resumed study: new suggestions, not the first run's again
+            study.sampler = instantiate(self.config.hydra.sweeper.sampler, seed=seed + len(study.trials))
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed sweep's
-            study.tell(stale.number, state=TrialState.FAIL)
-            mark_interrupted(self.sweep_dir / str(stale.number))
+            tell(study, stale, self.sweep_dir / str(stale.number), self.config.monitor, killed=True)
         space = search_space(OmegaConf.to_container(self.params, resolve=True)
                              if OmegaConf.is_config(self.params) else self.params)
         swept = set(space) & {a.split("=", 1)[0].lstrip("+~") for a in arguments}
         if swept:
             raise UserError(f"{', '.join(sorted(swept))} is both searched (hydra.sweeper.params) and set on the "
                             f"command line; drop one of the two.")
-        while (finished := len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))) < self.n_trials:
+        while (finished := finished_trials(study)) < self.n_trials:
             trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - finished))]
             batch = []
             for trial in trials:
                 batch.append([*arguments, *(f"{key}={suggest(trial)}" for key, suggest in space.items())])
                 write_trial_file(self.sweep_dir / str(trial.number), storage, self.study_name, trial._trial_id,
                                  trial.number, OmegaConf.to_container(self.config.hydra.sweeper.pruner, resolve=True))
-            # Job folders are numbered by trial, so a resumed study never reuses a folder.
-            results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-            for trial, result in zip(trials, results):
-                tell(study, trial, self.sweep_dir / str(trial.number), result)
+            # Job folders are numbered by trial (hydra.sweep.subdir is the job number), so a resumed study never
+            # reuses a folder.
+            self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            for trial in trials:
+                tell(study, trial, self.sweep_dir / str(trial.number), self.config.monitor)
         best = study.best_trial if study.get_trials(states=(TrialState.COMPLETE,)) else None
         if best is not None:
             print(f"Optuna study {self.study_name} ({storage}): best trial {best.number}, "
                   f"{self.config.monitor} = {best.value:.6g}, {best.params}")
 
 
-def tell(study, trial, job_dir: Path, result) -> None:
+def finished_trials(study) -> int:
+    """Trials that count towards n_trials: completed, pruned or failed (a failing trial is not retried forever),
+    but not those a killed sweep interrupted."""
     from optuna.trial import TrialState
 
-    status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").is_file() else {}
-    value = result.return_value if status.get("status") == "completed" else None
-    if status.get("status") == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
-    elif value is not None and value == value:  # not NaN
-        study.tell(trial, float(value))
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+               and not t.user_attrs.get("interrupted") for t in study.get_trials(deepcopy=False))
+
+
+def tell(study, trial, job_dir: Path, monitor: str, killed: bool = False) -> None:
+    """Tell the study the outcome its job recorded. For a trial a killed sweep left running, the job may have
+    finished before the kill (then that outcome counts) or not (then the trial is failed as interrupted)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    row = job_outcome(job_dir, monitor)
+    status = row["status"] if row else None
+    if status == "completed":
+        study.tell(trial.number, row["objective"])
+    elif status == "pruned":
+        study.tell(trial.number, state=TrialState.PRUNED)
+    elif killed and status in (None, "started"):
+        optuna.trial.Trial(study, trial._trial_id).set_user_attr("interrupted", True)
+        study.tell(trial.number, state=TrialState.FAIL)
+        if row is not None:
+            status_file = job_dir / "status.json"
+            write_json(status_file, {**json.loads(status_file.read_text()), "status": "interrupted",
+                                     "error": "the sweep was stopped during this trial; another was asked"})
     else:
-        study.tell(trial, state=TrialState.FAIL)
-
-
-def mark_interrupted(job_dir: Path) -> None:
-    status_file = job_dir / "status.json"
-    if status_file.is_file():
-        status = json.loads(status_file.read_text())
-        status.update(status="interrupted", error="the sweep was stopped during this trial; it was asked again")
-        status_file.write_text(json.dumps(status, indent=2) + "\n")
+        study.tell(trial.number, state=TrialState.FAIL)
