@@ -52,6 +52,7 @@ def train(cfg: DictConfig) -> dict:
     from pytorch_lightning.utilities import rank_zero_only
 
     from lightlab.finetuning import load_network_weights
+    from lightlab.tensorboard_summary import record_run
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
@@ -75,6 +76,7 @@ def train(cfg: DictConfig) -> dict:
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint, verbose=False)
         metrics.update({name: float(value) for name, value in test_metrics[0].items()})
 
+    record_run(trainer, cfg, metrics)  # TensorBoard: the config as text, settings and results in HPARAMS
     summary = {"run_dir": str(run_dir), "best_checkpoint": best_checkpoint, "metrics": metrics,
                "torch_threads": torch.get_num_threads()}
     if main_process:
