@@ -106,14 +106,14 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from lightlab.sweep_summary import record_outcome, resume_job
+    from lightlab.sweep_summary import objective, record_outcome, resume_job
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     overrides, started = HydraConfig.get().overrides.task, time.monotonic()
     try:
         earlier = resume_job(cfg, overrides) if in_sweep else None  # a re-run sweep skips its completed jobs
         if earlier is not None:
-            return objective(cfg, earlier["metrics"])
+            return objective(earlier["metrics"], cfg.monitor)
         metrics = train(cfg)["metrics"]
     except Exception as error:
         if in_sweep:  # recorded in the job's folder; the sweep goes on and exits non-zero at its end
@@ -133,12 +133,7 @@ def main(cfg: DictConfig) -> float | None:
             end_ranks()
     if in_sweep:
         record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started)
-    return objective(cfg, metrics)
-
-
-def objective(cfg: DictConfig, metrics: dict) -> float | None:
-    """What sweepers optimise: the monitored metric's best value during training (else its last)."""
-    return metrics.get(f"best_{cfg.monitor}", metrics.get(cfg.monitor))
+    return objective(metrics, cfg.monitor)  # what sweepers optimise
 
 
 if __name__ == "__main__":

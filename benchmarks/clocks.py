@@ -3,21 +3,17 @@ import time
 
 import pytorch_lightning as pl
 
+from lightlab.epoch_speed import EpochSpeed
 
-class EpochClock(pl.Callback):
-    """Times an epoch's training batches, first batch start to last batch end (no validation, no checkpoint)."""
 
-    epoch_seconds: list[float] = []  # class-level: the benchmark reads it after train() returns
+class EpochClock(EpochSpeed):
+    """The default callbacks' epoch clock (first batch start to last batch end: no validation, no checkpoint),
+    keeping every epoch's seconds where the benchmark can read them after train() returns."""
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 0:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.end = time.perf_counter()
+    epoch_seconds: list[float] = []  # class-level: the benchmark has no handle on the trainer's callbacks
 
     def on_train_epoch_end(self, trainer, pl_module):
-        EpochClock.epoch_seconds.append(self.end - self.start)
+        EpochClock.epoch_seconds.append(self.ended - self.started)
 
 
 class FirstStepClock(pl.Callback):

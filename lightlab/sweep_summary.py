@@ -1,7 +1,8 @@
 """What a multirun leaves behind: each job's outcome, and one table for the whole sweep.
 
 Every job of a sweep writes `status.json` in its folder: started, then completed, failed or (Optuna) pruned, with
-its overrides, its wall time, and for a failure the error, with the full traceback in `failure.txt`. A failing job does not stop the others.
+its overrides, its wall time, and for a failure the error, with the full traceback in `failure.txt`. A failing
+job does not stop the others.
 When the sweep ends, `SweepSummary` (a Hydra callback, see conf/hydra/default.yaml) writes `summary.csv` and
 `summary.md` in the sweep folder, prints the table, plots the optimised metric against each swept parameter
 (`summary.png`), and makes the sweep exit with status 1 if any job failed. For an existing sweep folder:
@@ -75,6 +76,11 @@ def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: Ba
     write_json(run_dir / "status.json", status)
 
 
+def objective(metrics: dict, monitor: str) -> float | None:
+    """What a sweep optimises: the monitored metric's best value during training (else its last)."""
+    return metrics.get(f"best_{monitor}", metrics.get(monitor))
+
+
 def job_rows(sweep_dir: Path, monitor: str) -> list[dict]:
     jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
     return [row for row in (job_outcome(job_dir, monitor) for job_dir in jobs) if row is not None]
@@ -96,7 +102,7 @@ def job_outcome(job_dir: Path, monitor: str) -> dict | None:
         checkpoint = Path(summary.get("best_checkpoint") or "")
         if checkpoint.stem.startswith("epoch") and checkpoint.stem[5:].isdigit():
             row["best_epoch"] = int(checkpoint.stem[5:])
-    value = row["metrics"].get(f"best_{monitor}", row["metrics"].get(monitor))
+    value = objective(row["metrics"], monitor)
     if row["status"] == "completed" and (value is None or not math.isfinite(value)):
         row["status"], row["error"] = "failed", f"{monitor} is {value} (not a finite number)"
     row["objective"] = value if row["status"] == "completed" else None

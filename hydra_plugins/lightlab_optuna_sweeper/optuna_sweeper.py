@@ -23,9 +23,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import OmegaConf
-
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from lightlab.errors import UserError
 from lightlab.sweep_summary import job_outcome, write_json
