@@ -2,6 +2,7 @@
 
 compose (Hydra, conf/) -> check the config -> build data, model, callbacks, loggers, trainer
 -> fit -> test the best checkpoint -> print a summary -> return the monitored metric (for sweepers).
+With mode=test, predict or export and ckpt_path=…, a trained checkpoint is used instead of training one.
 """
 import json
 import os
@@ -16,7 +17,7 @@ from lightlab.config_checks import check_config
 from lightlab.errors import UserError
 from lightlab.run_directory import register_resolvers
 
-register_resolvers()  # before Hydra composes: hydra.run.dir uses ${numbered_dir:...}
+register_resolvers()  # before Hydra composes: hydra.run.dir uses ${run_dir:...}
 
 
 def build(cfg: DictConfig):
@@ -35,7 +36,8 @@ def build(cfg: DictConfig):
     # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
     module = build_from_config(cfg.lightning_module, "lightning_module", **datamodule.network_inputs(),
                                _recursive_=False)
-    callbacks = [make(callback) for callback in cfg.callbacks.values() if callback]  # null: switched off
+    # null: switched off; no _target_: an experiment's settings for a callback that callbacks=<option> does not have
+    callbacks = [make(callback) for callback in cfg.callbacks.values() if callback and "_target_" in callback]
     loggers = [make(logger) for logger in cfg.logger.values()]
     if not loggers:  # logger=none: nothing for the learning-rate monitor to write to (Lightning refuses it)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
@@ -43,24 +45,33 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
+def start_run(cfg: DictConfig) -> Path:
+    """The run folder with the resolved config and how the run was started (git commit, packages, command)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from lightlab.run_record import print_config_tree, write_provenance
+
+    run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # DDP's other ranks write nothing of their own
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        write_provenance(run_dir)
+        if cfg.print_config:
+            print_config_tree(cfg)
+    return run_dir
+
+
 def train(cfg: DictConfig) -> dict:
     """Everything a run does, given a composed config; returns the run's final metrics."""
     check_config(cfg)  # before the slow imports: a typo fails in about a second
     import pytorch_lightning as pl
-    import torch
     from hydra.utils import instantiate
-    from pytorch_lightning.utilities import rank_zero_only
 
     from lightlab.finetuning import load_network_weights
     from lightlab.tensorboard_summary import record_run
 
     pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
-    main_process = rank_zero_only.rank == 0  # DDP's other ranks write nothing of their own
-    if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-
+    run_dir = start_run(cfg)
     datamodule, module, trainer = build(cfg)
     if cfg.init_from:
         load_network_weights(module, cfg.init_from)
@@ -77,28 +88,42 @@ def train(cfg: DictConfig) -> dict:
         metrics.update({name: float(value) for name, value in test_metrics[0].items()})
 
     record_run(trainer, cfg, metrics)  # TensorBoard: the config as text, settings and results in HPARAMS
-    summary = {"run_dir": str(run_dir), "best_checkpoint": best_checkpoint, "metrics": metrics,
+    return finish_run(cfg, run_dir, metrics, best_checkpoint=best_checkpoint)
+
+
+def use_checkpoint(cfg: DictConfig) -> dict:
+    """mode=test, predict or export: cfg.ckpt_path's network with its run's config (main() swapped it in); nothing
+    trains. The results go to this command's folder inside that run (lightlab/checkpoint_modes.py)."""
+    check_config(cfg)
+    import pytorch_lightning as pl
+
+    from lightlab import checkpoint_modes
+
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = start_run(cfg)
+    datamodule, module, trainer = build(cfg)
+    if cfg.mode == "test":  # Lightning's own restore: weights, the data's state, weight averaging's choice
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+        metrics = {name: float(value) for name, value in results[0].items()}
+    elif cfg.mode == "predict":
+        metrics = checkpoint_modes.write_predictions(trainer, module, datamodule, cfg, run_dir / "predictions.csv")
+    else:
+        metrics = checkpoint_modes.export(module, datamodule, cfg, run_dir)
+    return finish_run(cfg, run_dir, metrics, checkpoint=cfg.ckpt_path)
+
+
+def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, **checkpoints) -> dict:
+    import torch
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from lightlab.run_record import print_summary
+
+    summary = {"run_dir": str(run_dir), "mode": cfg.mode, **checkpoints, "metrics": metrics,
                "torch_threads": torch.get_num_threads()}
-    if main_process:
+    if rank_zero_only.rank == 0:
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print_summary(cfg, summary)
+        print_summary(cfg, summary)  # metrics table, checkpoint, run folder, TensorBoard command
     return summary
-
-
-def print_summary(cfg: DictConfig, summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{cfg.experiment_name}: final metrics", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in sorted(summary["metrics"].items()):
-        table.add_row(name, f"{value:.4f}")
-    console = Console(soft_wrap=True)  # paths stay on one line (copyable) whatever the terminal's width
-    console.print(table)
-    console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none: checkpointing is off)'}")
-    console.print(f"run directory:   {summary['run_dir']}")
-    console.print(f"view it:         tensorboard --logdir {cfg.paths.log_dir}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -114,7 +139,11 @@ def main(cfg: DictConfig) -> float | None:
         earlier = resume_job(cfg, overrides) if in_sweep else None  # a re-run sweep skips its completed jobs
         if earlier is not None:
             return objective(earlier["metrics"], cfg.monitor)
-        metrics = train(cfg)["metrics"]
+        if cfg.mode == "train":
+            metrics = train(cfg)["metrics"]
+        else:
+            from lightlab.checkpoint_modes import checkpoint_config
+            metrics = use_checkpoint(checkpoint_config(cfg, overrides))["metrics"]
     except Exception as error:
         if in_sweep:  # recorded in the job's folder; the sweep goes on and exits non-zero at its end
             print(f"error: {error}", file=sys.stderr)

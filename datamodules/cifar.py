@@ -26,7 +26,7 @@ class CIFAR10DataModule(ImageSplits):
     archive = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     label_key = "labels"
-    input_shape = (3, 32, 32)
+    input_shape = stored_shape = (3, 32, 32)
     num_classes = 10
     class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

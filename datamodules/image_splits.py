@@ -6,12 +6,14 @@ A subclass says how to read a split (`read_split`) and its pixel statistics (`me
 import pytorch_lightning as pl
 import torch
 
+from datamodules.new_inputs import read_images
 from datamodules.tensor_batches import TensorBatches, process_shard
 from lightlab.errors import UserError
 
 
 class ImageSplits(pl.LightningDataModule):
     input_shape: tuple[int, int, int]
+    stored_shape: tuple[int, ...]  # of one image as read_split returns it (MNIST's have no channel axis)
     mean: float | tuple[float, ...]  # of the training pixels scaled to [0, 1], one per channel or one for all
     std: float | tuple[float, ...]
 
@@ -19,6 +21,8 @@ class ImageSplits(pl.LightningDataModule):
         super().__init__()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.pixel_scaling: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # 255 mean, 255 std
+        self.predict_input: str | None = None  # mode=predict: a file or folder of new images; None: the test split
+        self.prediction_ids: list[str] = []  # what predict_dataloader's samples are, in its order
 
     def network_inputs(self) -> dict:
         """What a network is built from (its constructor's input_shape and num_classes)."""
@@ -57,6 +61,15 @@ class ImageSplits(pl.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False, shard=process_shard(self))
+
+    def predict_dataloader(self) -> TensorBatches:
+        if self.predict_input is None:
+            images, labels = self._load("test")
+            self.prediction_ids = [str(i) for i in range(len(images))]
+        else:  # labels -1: unknown
+            images, self.prediction_ids = read_images(self.predict_input, self.input_shape)
+            images, labels = images.reshape(len(images), *self.stored_shape), torch.full((len(images),), -1)
+        return TensorBatches((images, labels), self.hparams.eval_batch_size, shuffle=False)
 
     def training_sample(self, count: int) -> torch.Tensor:
         """The first `count` training images (after the validation split), normalised, not augmented."""

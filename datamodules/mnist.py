@@ -49,6 +49,7 @@ class MNISTDataModule(ImageSplits):
                  ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
     }
     input_shape = (1, 28, 28)
+    stored_shape = (28, 28)
     num_classes = 10
     class_names = [str(digit) for digit in range(10)]
     mean, std = 0.1307, 0.3081  # of the training pixels scaled to [0, 1]

@@ -21,6 +21,7 @@ import torch
 
 from datamodules import text_formats
 from datamodules.download import download_file
+from datamodules.new_inputs import read_texts
 from datamodules.sequence_batches import SequenceBatches
 from datamodules.tensor_batches import process_shard
 from datamodules.vocabulary import TOKENIZERS, Vocabulary, padded_ids, tokenize
@@ -61,6 +62,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.root = Path(data_dir).expanduser()
         self.vocabulary: Vocabulary | None = None
         self.classes: list[str] = []
+        self.predict_input: str | None = None  # mode=predict: a .txt file (or folder of them) of new texts
+        self.prediction_ids: list[str] = []  # what predict_dataloader's samples are, in its order
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     # --- reading and caching -------------------------------------------------------------------------------
@@ -211,6 +214,16 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> SequenceBatches:
         return self._batches("test", self.hparams.eval_batch_size, False, self.hparams.bucketing)
+
+    def predict_dataloader(self) -> SequenceBatches:
+        """mode=predict: the test split, or the lines of `predict_input`, in their order (no bucketing)."""
+        if self.predict_input is None:
+            ids, lengths, labels = self.splits["test"]
+            self.prediction_ids = [str(i) for i in range(len(labels))]
+        else:  # encoded here, not in setup: a checkpoint's vocabulary is restored after setup; labels -1: unknown
+            texts, self.prediction_ids = read_texts(self.predict_input)
+            (ids, lengths), labels = self.encode(texts), torch.full((len(texts),), -1)
+        return SequenceBatches((ids, lengths, labels), self.hparams.eval_batch_size, shuffle=False, bucketing=False)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """New raw texts as (ids, lengths), with this data's tokenizer and vocabulary."""

@@ -25,6 +25,9 @@ RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
 
 class RunSettings:
     """The types of conf/config.yaml's own top-level keys (their values and meaning are documented there)."""
+    mode: typing.Literal["train", "test", "predict", "export"]
+    predict_input: str | None
+    print_config: bool
     seed: int
     experiment_name: str
     run_name: str | None

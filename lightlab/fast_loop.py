@@ -34,13 +34,14 @@ class FastHooksModule(pl.LightningModule):
 
 class StepRichProgressBar(RichProgressBar):
     """RichProgressBar redraws and re-reads every logged metric (a device sync on GPU) after every step;
-    this one does so every `refresh_every_n_steps` steps and at the end of the epoch."""
+    this one does so at the end of each epoch, and every `refresh_every_n_steps` steps when that is set."""
 
-    def __init__(self, refresh_every_n_steps: int = 50, **kwargs):
+    def __init__(self, refresh_every_n_steps: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.refresh_every_n_steps = refresh_every_n_steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         done = batch_idx + 1
-        if done % self.refresh_every_n_steps == 0 or done == trainer.num_training_batches:
+        every_n = self.refresh_every_n_steps
+        if done == trainer.num_training_batches or (every_n and done % every_n == 0):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -32,11 +32,22 @@ def numbered_dir(parent: str, prefix: str, name: str | None = None) -> str:
             number += 1
 
 
+def run_dir(mode: str, checkpoint: str | None, parent: str, name: str | None = None) -> str:
+    """hydra.run.dir. Training: `<parent>/run_NNN` (or `<parent>/<name>`). mode=test, predict or export: a folder
+    `<mode>_NNN` inside the run that wrote the checkpoint (`<run>/checkpoints/x.ckpt`), so an evaluation sits
+    beside what it evaluates and never overwrites the run's own files."""
+    if mode != "train" and checkpoint and Path(checkpoint).is_file():
+        folder = Path(checkpoint).resolve().parent
+        parent = str(folder.parent if folder.name == "checkpoints" else folder)
+    return numbered_dir(parent, "run" if mode == "train" else mode, name)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("numbered_dir"):
         # use_cache: the value travels inside the config (Hydra copies the cache into every job's config), so
         # jobs that the joblib launcher runs in other processes get the sweep folder the parent claimed.
         OmegaConf.register_new_resolver("numbered_dir", numbered_dir, use_cache=True)
+        OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True)
     if not OmegaConf.has_resolver("gpu_slots"):  # hydra/launcher=gpus: worker processes = GPUs x jobs per GPU
         from lightlab.device_slots import gpu_slots
         OmegaConf.register_new_resolver("gpu_slots", gpu_slots)

@@ -64,9 +64,16 @@ class ClassificationModule(TaskModule):
         outputs = self(*inputs)
         return (outputs + self(inputs[0].flip(-1))) / 2 if self.hparams.test_time_flip else outputs
 
-    def evaluate(self, batch, stage: str) -> None:
+    def predict_step(self, batch, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities, labels) of a batch: mode=predict's rows. Softmax of log-probabilities (NLL's
+        outputs) gives the probabilities too."""
+        *inputs, labels = batch
+        return self.scores(*inputs).float().softmax(dim=1), labels
+
+    def evaluate(self, batch, stage: str) -> torch.Tensor:
         *inputs, labels = batch
         logits = self.scores(*inputs)
         self.accuracy[f"{stage}_accuracy"].update(logits, labels)
         self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)
+        return logits.detach()

@@ -48,6 +48,10 @@ class FusedBiasReLULayer(nn.Module):
         self.bias = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            # A saved trace (TorchScript, lightlab/export.py) cannot call a Python autograd.Function: trace the
+            # same forward as plain ops. The hand-written backward is for training, which a trace is not used for.
+            return torch.relu(input + self.bias)
         return FusedBiasReLU.apply(input, self.bias)
 
     def extra_repr(self) -> str:

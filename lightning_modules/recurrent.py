@@ -52,7 +52,12 @@ class RecurrentClassifier(nn.Module):
         # Packing needs the lengths on the CPU; enforce_sorted=False sorts inside and restores the batch order.
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, state = self.recurrent(packed)
-        if self.pooling == "last":
+        if self.pooling == "last" and torch.onnx.is_in_onnx_export():
+            # torch's ONNX (TorchScript-based) exporter fails on a one-layer RNN whose packed outputs go unused
+            # ("vector::_M_range_check" in its peephole pass): read the same final states off the outputs.
+            outputs, _ = pad_packed_sequence(outputs, batch_first=True)
+            pooled = final_states(outputs, lengths.to(outputs.device), self.recurrent.bidirectional)
+        elif self.pooling == "last":
             hidden = state[0] if isinstance(state, tuple) else state  # LSTM's state is (hidden, cell)
             # The last layer's final state; bidirectional: the forward one (after the last real token)
             # and the backward one (after reading back to the first).
@@ -67,3 +72,14 @@ class RecurrentClassifier(nn.Module):
             else:
                 pooled, _ = self.attention(outputs, mask)
         return self.classifier(self.dropout(pooled))
+
+
+def final_states(outputs: torch.Tensor, lengths: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """The last layer's final hidden states from its padded outputs (B, T, directions * H): the forward
+    direction's after each sequence's last real token, the backward direction's at the first token."""
+    index = (lengths - 1)[:, None, None].expand(-1, 1, outputs.shape[2])
+    last = outputs.gather(1, index).squeeze(1)
+    if not bidirectional:
+        return last
+    width = outputs.shape[2] // 2
+    return torch.cat([last[:, :width], outputs[:, 0, width:]], dim=1)

@@ -28,6 +28,9 @@ class TaskModule(FastHooksModule):
             raise UserError(f"model {config['_target_']} reads images, but this data gives token ids. Choose a "
                             f"sequence model: model=rnn, lstm, gru or bilstm_attention.")
         network = instantiate(config, **shape, _convert_="all")
+        # The bare network's whole constructor call, as plain data: lightlab/export.py rebuilds it (without
+        # the compile wrapper or channels_last hooks added below) and a deployment needs nothing else.
+        self.network_config = {**config, **shape}
         if channels_last:
             # NHWC: what tensor cores (and oneDNN on CPU) read fastest. Weights convert once here, image
             # batches as they enter the network; a module that moves to a device keeps the layout.
@@ -73,14 +76,16 @@ class TaskModule(FastHooksModule):
         if self.trainer._logger_connector.should_update_logs:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
 
-    def validation_step(self, batch, batch_index: int) -> None:
-        self.evaluate(batch, "val")
+    # What evaluate returns reaches callbacks as `outputs` (lightlab/evaluation_images.py draws from it).
+    def validation_step(self, batch, batch_index: int) -> torch.Tensor | None:
+        return self.evaluate(batch, "val")
 
-    def test_step(self, batch, batch_index: int) -> None:
-        self.evaluate(batch, "test")
+    def test_step(self, batch, batch_index: int) -> torch.Tensor | None:
+        return self.evaluate(batch, "test")
 
-    def evaluate(self, batch, stage: str) -> None:
-        """Compute and log the `stage` ("val" or "test") metrics of one batch."""
+    def evaluate(self, batch, stage: str) -> torch.Tensor | None:
+        """Compute and log the `stage` ("val" or "test") metrics of one batch; return its class scores
+        (batch, classes), detached, where the task has them, else None."""
         raise NotImplementedError
 
     def log_train_epoch_metrics(self) -> None:

@@ -87,6 +87,8 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     ("optimizer._target_=torch.optim.Adamm", r"optimizer._target_: cannot import 'torch.optim.Adamm'"),
     ("seed=zero", r"'seed' is 'zero' \(str\) but the run settings expect int"),
     ("test_after_fit=maybe", r"'test_after_fit' is 'maybe' \(str\) but the run settings expect bool"),
+    ("mode=evaluate", r"'mode' is 'evaluate' \(str\) but the run settings expect one of 'train', 'test', 'predict', "
+                      r"'export'"),
 ])
 def test_config_mistakes_are_named(override, message, tmp_path):
     cfg = compose_config([override], output_dir=str(tmp_path))

@@ -35,3 +35,8 @@ def test_progress_bar_redraws_every_n_steps_and_at_epoch_end(monkeypatch):
     for index in range(10):
         bar.on_train_batch_end(trainer, None, None, None, index)
     assert redraws == [3, 7, 9]
+    redraws.clear()
+    once_per_epoch = StepRichProgressBar()  # the default (conf/callbacks/default.yaml: null)
+    for index in range(10):
+        once_per_epoch.on_train_batch_end(trainer, None, None, None, index)
+    assert redraws == [9]

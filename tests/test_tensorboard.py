@@ -20,7 +20,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tensorboard")
     data = write_tiny_mnist(root / "data")
     result = run_cli(*quick_overrides(data, root / "logs"), "optimizer.lr=0.003", "trainer.max_epochs=3",
-                     "run_name=shown")
+                     "run_name=shown", "+parameter_groups.lr_multipliers={net.classifier: 10}")  # 2 parameter groups
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = root / "logs" / "mnist_mlp" / "shown"
     events = EventAccumulator(str(run_dir))
@@ -31,8 +31,14 @@ def finished_run(tmp_path_factory):
 def test_scalars_are_grouped_by_stage(finished_run):
     _, events, _ = finished_run
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr-Adam"} <= tags
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"} <= tags
     assert "hp_metric" not in tags  # Lightning's placeholder
+    # The learning rate of each parameter group: the classifier's at 10x the rest, both following the schedule.
+    base, classifier = events.Scalars("lr-Adam/pg1"), events.Scalars("lr-Adam/pg2")
+    assert base[0].value == pytest.approx(0.003) and len(base) == len(classifier) == 3
+    assert [c.value for c in classifier] == pytest.approx([10 * b.value for b in base])
+    assert base[-1].value < base[0].value  # cosine
+    assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(events.Tags()["images"])  # on by default
     # Epoch time and throughput: 192 training images an epoch (256 less 64 for validation).
     for seconds, speed in zip(events.Scalars("train/epoch_seconds"), events.Scalars("train/samples_per_second")):
         assert seconds.value > 0 and seconds.value * speed.value == pytest.approx(192, rel=1e-3)
@@ -81,6 +87,8 @@ def test_a_tensorboard_server_serves_the_run_and_its_val_acc_series(finished_run
         series = json.load(urllib.request.urlopen(f"{base}/data/plugin/scalars/scalars?{query}", timeout=10))
         assert [(step, pytest.approx(value)) for _, step, value in series] == [
             (event.step, pytest.approx(event.value)) for event in events.Scalars("val/acc")]
+        images = json.load(urllib.request.urlopen(f"{base}/data/plugin/images/tags", timeout=10))
+        assert "val/confusion_matrix" in images["mnist_mlp/shown"]
     finally:
         server.terminate()
         server.wait(timeout=30)
