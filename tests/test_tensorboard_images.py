@@ -8,7 +8,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.vocabulary import Vocabulary
-from lightlab.evaluation_images import channel_grid, misclassified_table
+from lightlab.evaluation_images import channel_grid, confusion_image, misclassified_table
 from tests.conftest import quick_overrides, run_cli, write_tiny_mnist, write_tiny_text
 
 # model=cnn, small: two blocks of 4 and 8 channels, both pooled (28x28 -> 7x7)
@@ -132,3 +132,15 @@ def test_channel_grid_and_text_table_helpers():
     vocabulary = Vocabulary(["<pad>", "<unk>", "a|b", "fine"])
     table = misclassified_table([(torch.tensor([2, 1, 3]), 0, 1)], vocabulary, ["bad", "good"])
     assert table.splitlines()[-1] == "| a\\|b &lt;unk&gt; fine | bad | good |"
+
+
+def test_confusion_image_colours_cells_by_the_share_of_their_true_class():
+    picture = confusion_image(torch.tensor([[10, 0], [5, 5]]), ["cat", "dog"])  # rows: true class
+    assert picture.dtype == torch.uint8 and picture.shape[0] == 3
+    colours = {tuple(pixel) for pixel in picture.permute(1, 2, 0).reshape(-1, 3).tolist()}
+    full, half, none = (8, 48, 107), (128, 150, 181), (247, 251, 255)  # shares 1, 0.5 and 0 of the true class
+    assert {full, half, none} <= colours
+    rows = picture.permute(1, 2, 0)
+    # Along the first cell row: the dark "cat as cat" cell lies left of the pale "cat as dog" one.
+    row = [tuple(p) for p in rows[15].tolist()]
+    assert row.index(full) < row.index(none, row.index(full))
