@@ -20,7 +20,7 @@ from lightlab.run_directory import register_resolvers
 register_resolvers()  # before Hydra composes: hydra.run.dir uses ${run_dir:...}
 
 
-def build(cfg: DictConfig):
+def build(cfg: DictConfig, with_trainer: bool = True):
     """Datamodule, LightningModule and Trainer from the config. Only a text dataset's vocabulary is read
     here (the network's embedding needs its size); images are read when training starts."""
     import functools
@@ -37,6 +37,8 @@ def build(cfg: DictConfig):
     module = build_from_config(cfg.lightning_module, "lightning_module", **datamodule.network_inputs(),
                                _recursive_=False)
     # null: switched off; no _target_: an experiment's settings for a callback that callbacks=<option> does not have
+    if not with_trainer:  # mode=export: the network alone (a GPU run's trainer settings need no GPU here)
+        return datamodule, module, None
     callbacks = [make(callback) for callback in cfg.callbacks.values() if callback and "_target_" in callback]
     loggers = [make(logger) for logger in cfg.logger.values()]
     if not loggers:  # logger=none: nothing for the learning-rate monitor to write to (Lightning refuses it)
@@ -101,7 +103,7 @@ def use_checkpoint(cfg: DictConfig) -> dict:
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = start_run(cfg)
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer = build(cfg, with_trainer=cfg.mode != "export")
     if cfg.mode == "test":  # Lightning's own restore: weights, the data's state, weight averaging's choice
         results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
         metrics = {name: float(value) for name, value in results[0].items()}
@@ -141,9 +143,12 @@ def main(cfg: DictConfig) -> float | None:
             return objective(earlier["metrics"], cfg.monitor)
         if cfg.mode == "train":
             metrics = train(cfg)["metrics"]
-        else:
+        elif in_sweep:
+            raise UserError(f"mode={cfg.mode} uses one checkpoint: run it without -m (once per checkpoint).")
+        else:  # (a DDP rank of such a command starts from the config its rank 0 settled: lightlab/distributed.py)
             from lightlab.checkpoint_modes import checkpoint_config
-            metrics = use_checkpoint(checkpoint_config(cfg, overrides))["metrics"]
+            rank_of_job = os.environ.get("LIGHTLAB_RANK_OF_JOB")
+            metrics = use_checkpoint(cfg if rank_of_job else checkpoint_config(cfg, overrides))["metrics"]
     except Exception as error:
         if in_sweep:  # recorded in the job's folder; the sweep goes on and exits non-zero at its end
             print(f"error: {error}", file=sys.stderr)

@@ -11,14 +11,16 @@ cpu`, `paths.data_dir=…`); group options (`data=cifar10`) would describe anoth
 """
 import csv
 import json
-import os
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightlab.atomic_files import write_atomically
+from lightlab.compose import CONFIG_DIR
 from lightlab.errors import UserError
 from lightlab.evaluation_images import class_names
+from lightlab.run_directory import checkpoint_run_folder
 
 # The keys of this command that say what to do with the checkpoint; every other override changes the saved config.
 MODE_KEYS = ("mode", "ckpt_path", "predict_input", "print_config")
@@ -34,12 +36,12 @@ def checkpoint_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     checkpoint = Path(cfg.ckpt_path).expanduser()
     if not checkpoint.is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file. Give a .ckpt file from a run's checkpoints/ folder.")
-    run_dir = checkpoint.resolve().parent.parent
-    saved_file, resolved_file = run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"
-    if not (saved_file.is_file() and resolved_file.is_file()):
+    run_dir = checkpoint_run_folder(cfg.ckpt_path)
+    saved_file, resolved_file = (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml") if run_dir else (None, None)
+    if run_dir is None or not (saved_file.is_file() and resolved_file.is_file()):
         raise UserError(f"ckpt_path={cfg.ckpt_path}: mode={cfg.mode} reads the config of the run that wrote it, "
-                        f"{saved_file} and {resolved_file}, and they are missing. Keep checkpoints inside their run "
-                        f"folder (<run>/checkpoints/).")
+                        f"<run>/.hydra/config.yaml and <run>/config.yaml beside <run>/checkpoints/, and this "
+                        f"checkpoint has none. Keep checkpoints inside their run folder.")
     # Unresolved: paths (${oc.env:DATA_DIR,...}, ${hydra:runtime.output_dir}) resolve for this command, so the
     # data is found where it is now and outputs go to this command's folder.
     saved = OmegaConf.load(saved_file)
@@ -52,13 +54,20 @@ def checkpoint_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         key = override.key_or_group
         if key in MODE_KEYS or override.is_hydra_override():
             continue
-        if "." not in key and isinstance(saved.get(key), DictConfig):
+        if "." not in key and (CONFIG_DIR / key).is_dir():  # data=…, experiment=…, debug=…
             raise UserError(f"`{override.input_line}`: mode={cfg.mode} uses the checkpoint's own config, and a "
                             f"group option would describe another run. Change single keys instead (e.g. "
                             f"{key}.<setting>=...), or train a run with that option.")
-        if override.is_delete() or (OmegaConf.select(saved, key, default=_ABSENT) is _ABSENT and not override.is_add()):
+        if override.is_delete():
+            raise UserError(f"`{override.input_line}`: mode={cfg.mode} keeps every key of the run's config; set "
+                            f"a value instead (e.g. {key}=null).")
+        if OmegaConf.select(saved, key, default=_ABSENT) is _ABSENT and not override.is_add():
             raise UserError(f"`{override.input_line}`: the checkpoint's run config ({saved_file}) has no key {key}.")
         OmegaConf.update(saved, key, override.value(), force_add=True)
+    if saved.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available() and cfg.mode != "export":
+        raise UserError(f"trainer.accelerator={saved.trainer.accelerator} (the run's setting, or this command's) "
+                        f"but this machine has no GPU: add trainer.accelerator=cpu"
+                        f"{' trainer.precision=32-true' if '16' in str(saved.trainer.get('precision')) else ''}.")
     return saved
 
 
@@ -70,24 +79,28 @@ def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) 
         raise UserError(f"mode=predict writes class probabilities; {type(module).__name__} (this checkpoint's "
                         f"lightning_module) does not give them. Use mode=test for its metrics.")
     datamodule.predict_input = cfg.predict_input
+    # Under DDP every process predicts every input (the prediction batches are not sharded); process 0 writes.
     batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     probabilities = torch.cat([p for p, _ in batches]).cpu()
     labels = torch.cat([y for _, y in batches]).cpu()
     names = class_names(datamodule, probabilities.shape[1])
     predicted = probabilities.argmax(dim=1)
-    temporary = path.with_suffix(".csv.partial")  # a complete file or none: never a half-written one
-    with open(temporary, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["id", "label", "predicted", *(f"probability_{name}" for name in names)])
-        for row_id, label, guess, row in zip(datamodule.prediction_ids, labels.tolist(), predicted.tolist(),
-                                             probabilities.tolist()):
-            writer.writerow([row_id, names[label] if label >= 0 else "", names[guess], *(f"{p:.6g}" for p in row)])
-    os.replace(temporary, path)
+
+    def write(partial: Path) -> None:
+        with open(partial, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["id", "label", "predicted", *(f"probability_{name}" for name in names)])
+            for row_id, label, guess, row in zip(datamodule.prediction_ids, labels.tolist(), predicted.tolist(),
+                                                 probabilities.tolist()):
+                writer.writerow([row_id, names[label] if label >= 0 else "", names[guess], *(f"{p:.6g}" for p in row)])
+
+    if trainer.is_global_zero:
+        write_atomically(path, write)  # a complete file or none
+        print(f"predictions: {path} ({len(labels)} rows)")
     metrics = {"predict/count": float(len(labels))}
     known = labels >= 0
     if known.any():
         metrics["predict/acc"] = float((predicted[known] == labels[known]).float().mean())
-    print(f"predictions: {path} ({len(labels)} rows)")
     return metrics
 
 
@@ -95,7 +108,12 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     """network.pt (the bare network's state_dict) + network.yaml, TorchScript and ONNX, each checked against the
     network on a few test inputs (lightlab/export.py); preprocessing.json: class names and input preparation."""
     from lightlab.export import export_network
+    from lightning_modules.classification import ClassificationModule
 
+    if not isinstance(module, ClassificationModule):  # its network alone is not what the task module computes
+        raise UserError(f"mode=export writes a classifier's network; {type(module).__name__} adds heads or a "
+                        f"normalisation around module.net that the export would leave out. Load its checkpoint "
+                        f"with {type(module).__name__}.load_from_checkpoint(path) instead.")
     checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
     module.load_state_dict(checkpoint["state_dict"])  # with weight averaging: the average, as evaluated
     if type(datamodule).__qualname__ in checkpoint:  # text: the vocabulary the network was trained with

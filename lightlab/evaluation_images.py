@@ -76,7 +76,8 @@ class EvaluationImages(pl.Callback):
                 try:  # an unknown name fails here, before the first epoch, listing the network's layers
                     FeatureMaps(module.net, [layer])
                 except UserError as error:
-                    raise UserError(f"{KEY}.{option}={layer!r}: {error}") from None
+                    raise UserError(f"{KEY}.{option}={layer!r}: {error} Set {KEY}.{option} to one of them, or "
+                                    f"null to draw none (an experiment's layer may not exist in another model=).") from None
         if self.feature_map_layer is not None and self.vocabulary is not None:
             raise UserError(f"{KEY}.feature_map_layer draws image channels, but this data is text. Set it to null "
                             f"(a text model's attention: {KEY}.attention_layer).")
@@ -175,7 +176,10 @@ class EvaluationImages(pl.Callback):
     def layer_output(self, trainer, module, layer: str, inputs: tuple):
         """`layer`'s output and the network's class scores for `inputs`, with the weights as they are now."""
         precision = trainer.precision_plugin  # the dtype and autocast that validation_step ran with
-        with torch.no_grad(), FeatureMaps(module.net, [layer]) as recorded, precision.forward_context():
+        # force_eager: a compiled network (compile=true) would run its graph, compiled without these hooks,
+        # or recompile with them inside for every later step; this one call runs the Python modules instead.
+        with torch.no_grad(), FeatureMaps(module.net, [layer]) as recorded, precision.forward_context(), \
+                torch.compiler.set_stance("force_eager"):
             scores = module.net(*precision.convert_input(inputs))
         return recorded[layer], scores
 

@@ -6,22 +6,22 @@
     network.onnx            torch.onnx.export of it, with a dynamic batch axis: for onnxruntime and friends
 
 Each file is written under a temporary name, loaded back, and its outputs compared with the eager network's on
-the example inputs (and on their first half: a second batch size); only then is it renamed into place.
+the example inputs (and on their first half: a second batch size); only then is it renamed into place. (ONNX
+without onnxruntime installed is the exception: written unchecked, and the printed line says so.)
 The exported network is `module.net` alone: a module that applies log_softmax (NLLLoss) does so outside it.
 """
 import contextlib
 import importlib
 import inspect
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lightlab.atomic_files import write_atomically
 from lightlab.errors import UserError
 
 # float32 on the CPU and the same ops: differences are rounding. TorchScript runs the very same kernels (in
@@ -226,20 +226,6 @@ def export_onnx(network: torch.nn.Module, inputs: tuple, out_dir: Path) -> str:
         return f"ONNX: failed for {type(network).__name__}: the exported file does not load: {first_line(error)}"
     fallback = f"; the torch.export-based exporter failed: {failures[0].split(': ', 1)[1]}" if failures else ""
     return f"ONNX: wrote {path} ({used[0]}{fallback}); {measured}"
-
-
-def write_atomically(path: Path, write: Callable[[Path], None],
-                     verify: Callable[[Path], str] = lambda path: "") -> str:
-    """write(a temporary path), verify(it) (raises on a mismatch, returns what it measured), then rename it to
-    path: a failure at any point leaves neither a half-written nor an unchecked file."""
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        write(temporary)
-        measured = verify(temporary)
-        os.replace(temporary, path)
-        return measured
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def batches(inputs: tuple) -> list[tuple]:

@@ -36,10 +36,15 @@ def run_dir(mode: str, checkpoint: str | None, parent: str, name: str | None = N
     """hydra.run.dir. Training: `<parent>/run_NNN` (or `<parent>/<name>`). mode=test, predict or export: a folder
     `<mode>_NNN` inside the run that wrote the checkpoint (`<run>/checkpoints/x.ckpt`), so an evaluation sits
     beside what it evaluates and never overwrites the run's own files."""
-    if mode != "train" and checkpoint and Path(checkpoint).is_file():
-        folder = Path(checkpoint).resolve().parent
-        parent = str(folder.parent if folder.name == "checkpoints" else folder)
-    return numbered_dir(parent, "run" if mode == "train" else mode, name)
+    run = checkpoint_run_folder(checkpoint) if mode != "train" else None
+    # (A checkpoint outside a run: lightlab.checkpoint_modes refuses it, after Hydra made this folder.)
+    return numbered_dir(str(run) if run else parent, "run" if mode == "train" else mode, name)
+
+
+def checkpoint_run_folder(checkpoint: str | None) -> Path | None:
+    """The run that wrote `checkpoint` (`<run>/checkpoints/<file>.ckpt`), or None for a path that is not one."""
+    path = Path(checkpoint).expanduser().resolve() if checkpoint else None
+    return path.parent.parent if path and path.is_file() and path.parent.name == "checkpoints" else None
 
 
 def register_resolvers() -> None:

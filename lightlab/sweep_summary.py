@@ -21,6 +21,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from lightlab.atomic_files import write_atomically
+
 
 def launched_rank() -> int:
     """This process's rank when a cluster launcher started one process per device (SLURM through
@@ -57,9 +59,7 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
 
 def write_json(path: Path, data: dict) -> None:
     """Whole or not at all: other ranks and a re-run sweep read status files, and a kill must not truncate one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
+    write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: BaseException | None = None) -> None:

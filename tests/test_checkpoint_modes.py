@@ -112,21 +112,43 @@ def test_new_png_and_npy_images_get_the_predictions_of_the_same_test_images(weak
 @pytest.mark.parametrize("arguments, message", [
     (["mode=test"], "add ckpt_path="),
     (["mode=test", "ckpt_path=nowhere/epoch000.ckpt"], "ckpt_path=nowhere/epoch000.ckpt: no such file"),
+    (["mode=test", "ckpt_path=LOOSE"], "this checkpoint has none. Keep checkpoints inside their run folder"),
     (["mode=test", "CHECKPOINT", "data=cifar10"], "`data=cifar10`: mode=test uses the checkpoint's own config"),
+    (["mode=test", "CHECKPOINT", "debug=limit_batches"], "`debug=limit_batches`: mode=test uses the checkpoint's own"),
+    (["mode=test", "CHECKPOINT", "~callbacks.evaluation_images"], "keeps every key of the run's config; set a value"),
+    (["mode=test", "CHECKPOINT", "trainer.accelerator=gpu"], "but this machine has no GPU: add trainer.accelerator=cpu"),
     (["mode=predict", "CHECKPOINT", "predict_input=BIG_PNG"], "is 32x32 pixels; this network takes 28x28 images"),
     (["mode=predict", "CHECKPOINT", "predict_input=nowhere"], "predict_input=nowhere does not exist"),
     (["mode=predict", "CHECKPOINT", "predict_input=TEXT_FILE"], "holds no .png/.npy file"),
+    (["-m", "mode=test", "CHECKPOINT"], "mode=test uses one checkpoint: run it without -m"),
 ])
-def test_bad_checkpoint_mode_input_is_named_and_exits_2(weak_run, arguments, message, tmp_path):
+def test_bad_checkpoint_mode_input_is_named_and_exits_non_zero(weak_run, arguments, message, tmp_path):
     from PIL import Image
 
+    if torch.cuda.is_available() and "trainer.accelerator=gpu" in arguments:
+        pytest.skip("this machine has a GPU")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
     (tmp_path / "lines.txt").write_text("a text\n")
+    (tmp_path / "loose.ckpt").write_bytes(Path(weak_run["checkpoint"]).read_bytes())  # outside any run folder
     replacements = {"CHECKPOINT": f"ckpt_path={weak_run['checkpoint']}", "predict_input=BIG_PNG":
-                    f"predict_input={tmp_path / 'big.png'}", "predict_input=TEXT_FILE": f"predict_input={tmp_path / 'lines.txt'}"}
+                    f"predict_input={tmp_path / 'big.png'}", "predict_input=TEXT_FILE": f"predict_input={tmp_path / 'lines.txt'}",
+                    "ckpt_path=LOOSE": f"ckpt_path={tmp_path / 'loose.ckpt'}"}
     result = run_cli(*[replacements.get(a, a) for a in arguments], QUIET, f"paths.log_dir={tmp_path / 'logs'}")
-    assert result.returncode == 2, result.stderr[-3000:]
+    # lightlab's checks exit 2; in a sweep (-m) the job is recorded as failed and the sweep exits 1
+    assert result.returncode == (1 if "-m" in arguments else 2), result.stderr[-3000:]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_classifiers_are_exported(tmp_path):
+    data = write_tiny_mnist(tmp_path / "data")
+    trained = run_cli("experiment=mnist_multitask", *quick_overrides(data, tmp_path / "logs"), "trainer.max_epochs=1",
+                      "run_name=multitask", QUIET)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = json.loads((tmp_path / "logs" / "mnist_multitask" / "multitask" / "metrics.json").read_text())
+    result = run_cli("mode=export", f"ckpt_path={checkpoint['best_checkpoint']}", QUIET, "run_name=exported")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "mode=export writes a classifier's network; MultiTaskModule adds heads" in result.stderr
+    assert not list((tmp_path / "logs" / "mnist_multitask" / "multitask" / "exported").glob("network*"))
 
 
 def test_text_predictions_follow_the_test_split_and_new_lines(tmp_path):
@@ -180,7 +202,8 @@ def test_export_writes_a_bare_state_dict_torchscript_and_onnx_that_match_the_che
     torch.testing.assert_close(scripted(images), expected, atol=1e-5, rtol=0)
     preprocessing = json.loads((folder / "preprocessing.json").read_text())
     assert preprocessing["classes"] == [str(digit) for digit in range(10)] and preprocessing["mean"] == 0.1307
-    onnxruntime = pytest.importorskip("onnxruntime")  # a dev dependency: present in CI
+    import onnxruntime  # a dev dependency (pyproject.toml)
+
     session = onnxruntime.InferenceSession(str(folder / "network.onnx"))
     outputs = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
     np.testing.assert_allclose(outputs, expected.detach().numpy(), atol=1e-4)

@@ -1,0 +1,18 @@
+"""Files that are written whole or not at all: a kill, a full disk or a failed check mid-write leaves the previous
+version (or no file), never a truncated one that a reader, a resumed sweep or a deployment would take for good."""
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def write_atomically(path: Path, write: Callable[[Path], None], verify: Callable[[Path], str] = lambda path: "") -> str:
+    """write(a temporary path beside `path`), verify(it) (raises on a mismatch, returns what it measured), then rename
+    it to `path` (atomic on one file system)."""
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        write(temporary)
+        measured = verify(temporary)
+        os.replace(temporary, path)
+        return measured
+    finally:
+        temporary.unlink(missing_ok=True)
