@@ -4,14 +4,13 @@ compose (Hydra, conf/) -> check the config -> build data, model, callbacks, logg
 -> fit -> test the best checkpoint -> print a summary -> return the monitored metric (for sweepers).
 With mode=test, predict or export and ckpt_path=…, a trained checkpoint is used instead of training one.
 """
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lightlab.config_checks import check_config
 from lightlab.errors import UserError
@@ -47,22 +46,6 @@ def build(cfg: DictConfig, with_trainer: bool = True):
     return datamodule, module, trainer
 
 
-def start_run(cfg: DictConfig) -> Path:
-    """The run folder with the resolved config and how the run was started (git commit, packages, command)."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    from lightlab.run_record import print_config_tree, write_provenance
-
-    run_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:  # DDP's other ranks write nothing of their own
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        write_provenance(run_dir)
-        if cfg.print_config:
-            print_config_tree(cfg)
-    return run_dir
-
-
 def train(cfg: DictConfig) -> dict:
     """Everything a run does, given a composed config; returns the run's final metrics."""
     check_config(cfg)  # before the slow imports: a typo fails in about a second
@@ -70,6 +53,7 @@ def train(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     from lightlab.finetuning import load_network_weights
+    from lightlab.run_record import finish_run, start_run
     from lightlab.tensorboard_summary import record_run
 
     pl.seed_everything(cfg.seed, workers=True)
@@ -78,7 +62,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.init_from:
         load_network_weights(module, cfg.init_from)
     instantiate(cfg.lr_finder).run(trainer, module, datamodule, run_dir, resuming=cfg.ckpt_path is not None)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     best_checkpoint = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -86,7 +70,8 @@ def train(cfg: DictConfig) -> dict:
         metrics[f"best_{cfg.monitor}"] = float(checkpoint.best_model_score)
     if cfg.test_after_fit and not trainer.interrupted:
         # The best checkpoint, not the last weights; runs without checkpoints test what they end with.
-        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint, verbose=False)
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint, verbose=False,
+                                    weights_only=True)
         metrics.update({name: float(value) for name, value in test_metrics[0].items()})
 
     record_run(trainer, cfg, metrics)  # TensorBoard: the config as text, settings and results in HPARAMS
@@ -100,32 +85,19 @@ def use_checkpoint(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
 
     from lightlab import checkpoint_modes
+    from lightlab.run_record import finish_run, start_run
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = start_run(cfg)
     datamodule, module, trainer = build(cfg, with_trainer=cfg.mode != "export")
     if cfg.mode == "test":  # Lightning's own restore: weights, the data's state, weight averaging's choice
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=True)
         metrics = {name: float(value) for name, value in results[0].items()}
     elif cfg.mode == "predict":
         metrics = checkpoint_modes.write_predictions(trainer, module, datamodule, cfg, run_dir / "predictions.csv")
     else:
         metrics = checkpoint_modes.export(module, datamodule, cfg, run_dir)
     return finish_run(cfg, run_dir, metrics, checkpoint=cfg.ckpt_path)
-
-
-def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, **checkpoints) -> dict:
-    import torch
-    from pytorch_lightning.utilities import rank_zero_only
-
-    from lightlab.run_record import print_summary
-
-    summary = {"run_dir": str(run_dir), "mode": cfg.mode, **checkpoints, "metrics": metrics,
-               "torch_threads": torch.get_num_threads()}
-    if rank_zero_only.rank == 0:
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print_summary(cfg, summary)  # metrics table, checkpoint, run folder, TensorBoard command
-    return summary
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -137,35 +109,45 @@ def main(cfg: DictConfig) -> float | None:
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     overrides, started = HydraConfig.get().overrides.task, time.monotonic()
+    rank_of_job = os.environ.get("LIGHTLAB_RANK_OF_JOB")  # a DDP rank of a job: rank 0 reports (lightlab/distributed.py)
+    # A folder with a stable identity (a sweep job, or run_name=…): re-running the command continues it.
+    tracked = (in_sweep or (cfg.run_name is not None and cfg.mode == "train")) and not rank_of_job
     try:
-        earlier = resume_job(cfg, overrides) if in_sweep else None  # a re-run sweep skips its completed jobs
+        earlier = resume_job(cfg, overrides) if tracked else None  # completed: not run again; interrupted: resumed
         if earlier is not None:
             return objective(earlier["metrics"], cfg.monitor)
         if cfg.mode == "train":
             metrics = train(cfg)["metrics"]
         elif in_sweep:
             raise UserError(f"mode={cfg.mode} uses one checkpoint: run it without -m (once per checkpoint).")
-        else:  # (a DDP rank of such a command starts from the config its rank 0 settled: lightlab/distributed.py)
+        else:  # (a DDP rank of such a command starts from the config its rank 0 settled)
             from lightlab.checkpoint_modes import checkpoint_config
-            rank_of_job = os.environ.get("LIGHTLAB_RANK_OF_JOB")
             metrics = use_checkpoint(cfg if rank_of_job else checkpoint_config(cfg, overrides))["metrics"]
     except Exception as error:
-        if in_sweep:  # recorded in the job's folder; the sweep goes on and exits non-zero at its end
-            print(f"error: {error}", file=sys.stderr)
+        if tracked:  # recorded in the run's folder: status.json, failure.txt
             record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started, error)
+        if in_sweep:  # the sweep goes on and exits non-zero at its end
+            print(f"error: {error}", file=sys.stderr)
             return None
-        if os.environ.get("LIGHTLAB_RANK_OF_JOB"):  # a DDP rank of a job: rank 0 reports it (lightlab/distributed.py)
+        if rank_of_job:
             print(f"error in rank {os.environ.get('LOCAL_RANK')}: {error}", file=sys.stderr)
             return None
         if isinstance(error, UserError):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         raise
+    except SystemExit:  # SIGTERM or Ctrl-C during training (lightlab/preemption.py): a checkpoint to continue from
+        from lightlab.preemption import exit_code, report_stop
+        if exit_code() is None:
+            raise
+        if rank_of_job:  # rank 0 reports and exits with the code; a rank exiting non-zero would get rank 0 killed
+            return None
+        sys.exit(report_stop(resumable_by_rerun=tracked))
     finally:
         if os.environ.get("LOCAL_RANK") == "0":  # this job started DDP ranks: end them before the next job
             from lightlab.distributed import end_ranks
             end_ranks()
-    if in_sweep:
+    if tracked:
         record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started)
     return objective(metrics, cfg.monitor)  # what sweepers optimise
 

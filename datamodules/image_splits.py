@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.new_inputs import read_images
-from datamodules.tensor_batches import TensorBatches, process_shard
+from datamodules.tensor_batches import TensorBatches, batches_done_this_epoch, process_shard
 from lightlab.errors import UserError
 
 
@@ -52,8 +52,10 @@ class ImageSplits(pl.LightningDataModule):
             self._load("test")
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True, seed=self.hparams.shuffle_seed,
-                             drop_last=self.hparams.drop_last, shard=process_shard(self))
+        loader = TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True, seed=self.hparams.shuffle_seed,
+                               drop_last=self.hparams.drop_last, shard=process_shard(self))
+        loader.batches_done = batches_done_this_epoch(self)
+        return loader
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(self.splits["validate"], self.hparams.eval_batch_size, shuffle=False,

@@ -10,10 +10,10 @@ among themselves. Padding nearly vanishes while every epoch still sees different
 """
 import torch
 
-from datamodules.tensor_batches import EpochOrder
+from datamodules.tensor_batches import EpochOrder, ResumableBatches
 
 
-class SequenceBatches:
+class SequenceBatches(ResumableBatches):
     def __init__(self, tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_size: int, shuffle: bool,
                  seed: int = 0, bucketing: bool = True, pool_batches: int = 50, drop_last: bool = False,
                  shard: tuple[int, int] = (0, 1)):
@@ -45,6 +45,7 @@ class SequenceBatches:
         return batches
 
     def __iter__(self):
-        for index in self.batch_indices():
+        skip = self.take_skip()
+        for index in self.batch_indices()[skip:]:
             lengths = self.lengths[index]
             yield self.ids[index, :int(lengths.max())], lengths, self.labels[index]

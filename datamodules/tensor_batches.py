@@ -5,6 +5,8 @@ A split lives in memory as one tensor per field (uint8 images, int64 labels). A 
 `batch_size` calls to `__getitem__` plus a collate. Scaling and augmentation happen later, batched,
 on the device (see the DataModule's `on_after_batch_transfer`).
 """
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -52,7 +54,32 @@ def process_shard(datamodule) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
-class TensorBatches:
+def batches_done_this_epoch(datamodule) -> Callable[[], int]:
+    """For a training loader's `batches_done`: the training batches the trainer has completed in this epoch."""
+    return lambda: datamodule.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+class ResumableBatches:
+    """Lightning puts a training loader's `state_dict()` in every checkpoint and hands it back on resume (the
+    `_Stateful` protocol). A run resumed from a mid-epoch checkpoint (SIGTERM, lightlab/preemption.py) then goes on
+    with the batch after the last one trained, in the same epoch order, instead of restarting the epoch's data."""
+
+    batches_done: Callable[[], int] | None = None  # set on training loaders (batches_done_this_epoch)
+    skip = 0  # batches of the resumed epoch already trained before the checkpoint
+
+    def state_dict(self) -> dict:
+        return {"batches_done": self.batches_done() if self.batches_done else 0}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        done = state_dict.get("batches_done", 0)
+        self.skip = done if done < len(self) else 0  # a whole epoch done: the next one starts at its beginning
+
+    def take_skip(self) -> int:
+        skip, self.skip = self.skip, 0
+        return skip
+
+
+class TensorBatches(ResumableBatches):
     """An iterable of batches `(field[indices] for field in tensors)` that Lightning accepts as a dataloader."""
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int = 0,
@@ -70,6 +97,6 @@ class TensorBatches:
 
     def __iter__(self):
         order = self.sampler.indices()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(self.take_skip() * self.batch_size, len(self) * self.batch_size, self.batch_size):
             window = slice(start, start + self.batch_size)
             yield tuple(t[window] if order is None else t[order[window]] for t in self.tensors)

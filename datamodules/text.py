@@ -23,7 +23,7 @@ from datamodules import text_formats
 from datamodules.download import download_file
 from datamodules.new_inputs import read_texts
 from datamodules.sequence_batches import SequenceBatches
-from datamodules.tensor_batches import process_shard
+from datamodules.tensor_batches import batches_done_this_epoch, process_shard
 from datamodules.vocabulary import TOKENIZERS, Vocabulary, padded_ids, tokenize
 from lightlab.errors import UserError
 
@@ -207,7 +207,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
                                drop_last=self.hparams.drop_last and shuffle, shard=process_shard(self))
 
     def train_dataloader(self) -> SequenceBatches:
-        return self._batches("fit", self.hparams.batch_size, True, self.hparams.bucketing)
+        loader = self._batches("fit", self.hparams.batch_size, True, self.hparams.bucketing)
+        loader.batches_done = batches_done_this_epoch(self)
+        return loader
 
     def val_dataloader(self) -> SequenceBatches:
         return self._batches("validate", self.hparams.eval_batch_size, False, self.hparams.bucketing)

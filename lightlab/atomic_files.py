@@ -16,3 +16,4 @@ def write_atomically(path: Path, write: Callable[[Path], None], verify: Callable
         return measured
     finally:
         temporary.unlink(missing_ok=True)
+

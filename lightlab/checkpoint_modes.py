@@ -80,7 +80,7 @@ def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) 
                         f"lightning_module) does not give them. Use mode=test for its metrics.")
     datamodule.predict_input = cfg.predict_input
     # Under DDP every process predicts every input (the prediction batches are not sharded); process 0 writes.
-    batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     probabilities = torch.cat([p for p, _ in batches]).cpu()
     labels = torch.cat([y for _, y in batches]).cpu()
     names = class_names(datamodule, probabilities.shape[1])

@@ -18,6 +18,7 @@ that dies alone still ends the job: rank 0's next collective then fails (gloo re
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 from unittest import mock
 
@@ -61,6 +62,22 @@ class JobLauncher(subprocess_script._SubprocessScriptLauncher):
 class JobDDPStrategy(DDPStrategy):
     def _configure_launcher(self) -> None:
         self._launcher = JobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+    def setup_environment(self) -> None:
+        super().setup_environment()
+        # Lightning 2.6's SIGTERM handler broadcasts from inside the handler, at whatever point each process was
+        # interrupted, and once per SIGTERM a process receives (a scheduler signals every process; Lightning's own
+        # launcher forwards it to the ranks again): the ranks' collectives stop pairing up and the job hangs. The
+        # training loop already broadcasts rank 0's flag before every step, so the handler only has to set it.
+        self.lightning_module.trainer._signal_connector._sigterm_notifier_fn = types.MethodType(
+            note_sigterm, self.lightning_module.trainer._signal_connector)
+
+
+def note_sigterm(connector, signum, frame) -> None:
+    """Lightning's SIGTERM handler without its in-handler broadcast (see JobDDPStrategy.setup_environment)."""
+    if not connector.received_sigterm and connector.trainer.strategy.launcher is not None:
+        connector.trainer.strategy.launcher.kill(signum)  # the ranks this process started
+    connector.received_sigterm = True
 
 
 def end_ranks(timeout_s: float = 120) -> None:

@@ -10,6 +10,11 @@ import pytorch_lightning as pl
 
 
 class EpochSpeed(pl.Callback):
+    # A fit resumed mid-epoch (lightlab/preemption.py) enters the epoch without on_train_epoch_start: it measures the
+    # batches it trains.
+    started: float | None = None
+    samples = 0
+
     def on_train_epoch_start(self, trainer, module) -> None:
         self.started, self.samples = None, 0
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lightlab.atomic_files import write_atomically
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "tensorboard", "numpy", "rich",
             "optuna", "lightlab")
@@ -95,3 +97,30 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
         console.print(f"checkpoint:      {summary['checkpoint']}")
     console.print(f"run directory:   {summary['run_dir']}")
     console.print(f"view it:         tensorboard --logdir {cfg.paths.log_dir}")
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """The run folder with the resolved config and how the run was started (git commit, packages, command)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # DDP's other ranks write nothing of their own
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        write_provenance(run_dir)
+        if cfg.print_config:
+            print_config_tree(cfg)
+    return run_dir
+
+
+def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, **checkpoints) -> dict:
+    import torch
+    from pytorch_lightning.utilities import rank_zero_only
+
+    summary = {"run_dir": str(run_dir), "mode": cfg.mode, **checkpoints, "metrics": metrics,
+               "torch_threads": torch.get_num_threads()}
+    if rank_zero_only.rank == 0:
+        # Whole or not at all: a re-run of the same command takes a run with metrics.json as completed.
+        write_atomically(run_dir / "metrics.json", lambda partial: partial.write_text(json.dumps(summary, indent=2) + "\n"))
+        print_summary(cfg, summary)  # metrics table, checkpoint, run folder, TensorBoard command
+    return summary

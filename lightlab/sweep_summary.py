@@ -41,11 +41,13 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
     status_file, overrides = run_dir / "status.json", list(overrides)
     if status_file.is_file():
         earlier = json.loads(status_file.read_text())
-        if earlier["overrides"] != overrides:  # the folder belongs to another command's job: never overwrite it
-            raise SystemExit(f"error: {run_dir} holds a job of another sweep (overrides {earlier['overrides']}, now "
-                             f"{overrides}). Re-run the sweep's own command, or give this one a new sweep_name.")
+        if same_run(earlier["overrides"]) != same_run(overrides):  # another command's folder: never overwrite it
+            # SystemExit, not an error recorded in the job's folder: that folder's record is another command's.
+            raise SystemExit(f"error: {run_dir} holds a run of another command (overrides {earlier['overrides']}, "
+                             f"now {overrides}). Re-run that run's own command to continue it, or give this one a new "
+                             f"run_name (sweeps: sweep_name).")
         if earlier["status"] == "completed" and (run_dir / "metrics.json").is_file():
-            print(f"{run_dir}: completed in an earlier run of this sweep, not run again")
+            print(f"{run_dir}: completed in an earlier run of this command, not run again")
             return json.loads((run_dir / "metrics.json").read_text())
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file() and cfg.ckpt_path is None:
@@ -55,6 +57,11 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(status_file, {"status": "started", "overrides": overrides, "wall_s": 0.0})
     return None
+
+
+def same_run(overrides: list[str]) -> list[str]:
+    """The overrides that say what a run is: not where it resumes from, nor what it prints."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "print_config")]
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -1,4 +1,5 @@
-"""A callback for tests that must stop a run in the middle: every training epoch after the first starts with a pause.
+"""Slow moments for tests that must stop a run in the middle: a pause before every training epoch after the first, and
+a checkpoint save that takes its time.
 
 Before pausing it leaves `pausing_before_epoch_<n>` in the run folder. Epoch n-1's checkpoints are written by then
 (Lightning saves them at the end of the epoch, after every other callback's epoch-end hook), so a test that waits
@@ -8,6 +9,10 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+
+from lightlab.atomic_checkpoints import AtomicCheckpointIO
+from lightlab.atomic_files import write_atomically
 
 
 class PauseBeforeEpoch(pl.Callback):
@@ -18,3 +23,25 @@ class PauseBeforeEpoch(pl.Callback):
         if trainer.current_epoch > 0:
             Path(trainer.default_root_dir, f"pausing_before_epoch_{trainer.current_epoch}").touch()
             time.sleep(self.seconds)
+
+
+class SlowCheckpointIO(AtomicCheckpointIO):
+    """Checkpoint saves that hold for `seconds` once the file is written but before it is renamed into place, when
+    the checkpoint being replaced already exists (so a test can kill a run in the middle of replacing last.ckpt).
+    It leaves `saving_<name>` in the folder first."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            return super().save_checkpoint(checkpoint, path, storage_options)
+
+        def slow_write(partial: Path) -> None:
+            torch.save(checkpoint, partial)
+            (path.parent / f"saving_{path.name}").touch()
+            time.sleep(self.seconds)
+
+        write_atomically(path, slow_write)

@@ -105,7 +105,7 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_resumes_the_interrupted_one_an
     resumed = run_cli(*sweep_command)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for job in (0, 1):
-        assert f"{sweep / str(job)}: completed in an earlier run of this sweep, not run again" in resumed.stdout
+        assert f"{sweep / str(job)}: completed in an earlier run of this command, not run again" in resumed.stdout
         assert (sweep / str(job) / "metrics.json").stat().st_mtime_ns == finished[job]
     assert f"{sweep / '2'}: continuing the interrupted job from {sweep / '2' / 'checkpoints' / 'last.ckpt'}" \
         in resumed.stdout
