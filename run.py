@@ -38,7 +38,8 @@ def build(cfg: DictConfig, with_trainer: bool = True):
     # null: switched off; no _target_: an experiment's settings for a callback that callbacks=<option> does not have
     if not with_trainer:  # mode=export: the network alone (a GPU run's trainer settings need no GPU here)
         return datamodule, module, None
-    callbacks = [make(callback) for callback in cfg.callbacks.values() if callback and "_target_" in callback]
+    callbacks = [build_from_config(callback, f"callbacks.{name}") for name, callback in cfg.callbacks.items()
+                 if callback and "_target_" in callback]
     loggers = [make(logger) for logger in cfg.logger.values()]
     if not loggers:  # logger=none: nothing for the learning-rate monitor to write to (Lightning refuses it)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
@@ -52,6 +53,7 @@ def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from lightlab.checkpoint_checks import check_resume_checkpoint
     from lightlab.finetuning import load_network_weights
     from lightlab.run_record import finish_run, start_run
     from lightlab.tensorboard_summary import record_run
@@ -61,6 +63,8 @@ def train(cfg: DictConfig) -> dict:
     datamodule, module, trainer = build(cfg)
     if cfg.init_from:
         load_network_weights(module, cfg.init_from)
+    if cfg.ckpt_path:  # before Lightning's loader: a wrong file is named, changed optimizer settings are too
+        check_resume_checkpoint(cfg, module)
     instantiate(cfg.lr_finder).run(trainer, module, datamodule, run_dir, resuming=cfg.ckpt_path is not None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
@@ -122,6 +126,7 @@ def main(cfg: DictConfig) -> float | None:
             raise UserError(f"mode={cfg.mode} uses one checkpoint: run it without -m (once per checkpoint).")
         else:  # (a DDP rank of such a command starts from the config its rank 0 settled)
             from lightlab.checkpoint_modes import checkpoint_config
+            check_config(cfg)  # this command's own keys (mode=…) first
             metrics = use_checkpoint(cfg if rank_of_job else checkpoint_config(cfg, overrides))["metrics"]
     except Exception as error:
         if tracked:  # recorded in the run's folder: status.json, failure.txt

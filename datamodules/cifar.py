@@ -16,6 +16,7 @@ import torch
 from datamodules.augment import cutout, random_crop_flip
 from datamodules.download import download_file
 from datamodules.image_splits import ImageSplits
+from datamodules.tensor_batches import check_batch_sizes
 from lightlab.errors import UserError
 
 
@@ -35,6 +36,7 @@ class CIFAR10DataModule(ImageSplits):
                  val_size: int = 5000, split_seed: int = 0, shuffle_seed: int = 0, download: bool = True,
                  drop_last: bool = False, crop_padding: int = 4, horizontal_flip: bool = True, cutout_size: int = 0):
         super().__init__()
+        check_batch_sizes(batch_size, eval_batch_size)
         self.save_hyperparameters()
         self.root = Path(data_dir).expanduser()
         self.augmentation_generator = torch.Generator().manual_seed(shuffle_seed)

@@ -13,6 +13,7 @@ import torch
 
 from datamodules.download import download_file
 from datamodules.image_splits import ImageSplits
+from datamodules.tensor_batches import check_batch_sizes
 from lightlab.errors import UserError
 
 
@@ -58,6 +59,7 @@ class MNISTDataModule(ImageSplits):
                  val_size: int = 5000, split_seed: int = 0, shuffle_seed: int = 0, download: bool = True,
                  drop_last: bool = False):
         super().__init__()
+        check_batch_sizes(batch_size, eval_batch_size)
         self.save_hyperparameters()
         self.raw_dir = Path(data_dir).expanduser() / self.folder / "raw"
 

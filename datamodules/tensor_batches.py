@@ -10,6 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lightlab.errors import UserError
+
 
 class EpochOrder:
     """The order of samples in one epoch: a permutation that depends only on (seed, epoch).
@@ -48,6 +50,14 @@ class EpochOrder:
         return torch.Generator().manual_seed(mixed & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
+    """Before any data is read: a batch of 0 (or fewer) samples would fail only when the first epoch starts."""
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value < 1:
+            raise UserError(f"data.{key}={value}: a batch holds at least one sample. Set data.{key} to a positive "
+                            f"number (e.g. data.{key}=128).")
+
+
 def process_shard(datamodule) -> tuple[int, int]:
     """(rank, number of processes) of this process under DDP; (0, 1) otherwise."""
     trainer = datamodule.trainer
@@ -55,8 +65,15 @@ def process_shard(datamodule) -> tuple[int, int]:
 
 
 def batches_done_this_epoch(datamodule) -> Callable[[], int]:
-    """For a training loader's `batches_done`: the training batches the trainer has completed in this epoch."""
-    return lambda: datamodule.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    """For a training loader's `batches_done`: the training batches the trainer has run in this epoch, 0 once the
+    epoch's last one has (limit_train_batches: the epoch can end before the loader does)."""
+    def done() -> int:
+        trainer = datamodule.trainer
+        # processed, not completed: a checkpoint written in on_train_batch_end comes after the batch was trained
+        # and before Lightning counts it completed.
+        processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return processed if processed < trainer.num_training_batches else 0
+    return done
 
 
 class ResumableBatches:

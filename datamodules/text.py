@@ -23,7 +23,7 @@ from datamodules import text_formats
 from datamodules.download import download_file
 from datamodules.new_inputs import read_texts
 from datamodules.sequence_batches import SequenceBatches
-from datamodules.tensor_batches import batches_done_this_epoch, process_shard
+from datamodules.tensor_batches import batches_done_this_epoch, check_batch_sizes, process_shard
 from datamodules.vocabulary import TOKENIZERS, Vocabulary, padded_ids, tokenize
 from lightlab.errors import UserError
 
@@ -51,6 +51,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
                  pool_batches: int = 50, drop_last: bool = False, labels: str = "coarse", bad_rows: str = "error",
                  table: dict | None = None, download: bool = True, mirrors: list[str] | None = None):
         super().__init__()
+        check_batch_sizes(batch_size, eval_batch_size)
         self.save_hyperparameters()
         if dataset not in self.DATASETS and dataset != "table":
             raise UserError(f"data.dataset={dataset!r} is not one of {', '.join([*self.DATASETS, 'table'])}.")

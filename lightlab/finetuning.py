@@ -3,11 +3,10 @@
 The seed's recipe (`model.load_state_dict(torch.load(...))`, then `optimizer.add_param_group(...)`) as
 config: `init_from=<checkpoint>` and `callbacks=finetune`.
 """
-from pathlib import Path
-
 import torch
 from pytorch_lightning.callbacks import BaseFinetuning
 
+from lightlab.checkpoint_checks import compare_weights, load_plain
 from lightlab.errors import UserError
 from lightning_modules.optimization import ABSOLUTE_SCHEDULERS, parameter_groups, submodules
 
@@ -16,13 +15,7 @@ def load_network_weights(module: torch.nn.Module, path: str) -> None:
     """Copy the network weights of a Lightning checkpoint (keys net.*) or a bare state_dict into `module.net`.
     Optimizer state, epoch and scheduler are not taken: this run starts its own (use ckpt_path to resume)."""
     fix = "Point init_from at a .ckpt file of a run with the same network (model=... settings), or a state_dict file."
-    if not Path(path).is_file():
-        raise UserError(f"init_from={path}: no such file. {fix}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated files, foreign formats, pickled objects: all refused
-        raise UserError(f"init_from={path} does not load as plain tensors ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0]}). {fix}") from None
+    checkpoint = load_plain(path, "init_from", fix)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
                    if key.startswith("net.")}
@@ -30,14 +23,7 @@ def load_network_weights(module: torch.nn.Module, path: str) -> None:
         weights = checkpoint
     if not isinstance(weights, dict) or not weights:
         raise UserError(f"init_from={path} holds no network weights. {fix}")
-    own = module.net.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    reshaped = sorted(key for key in set(own) & set(weights) if own[key].shape != weights[key].shape)
-    if missing or unexpected or reshaped:
-        details = "; ".join(f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}" for label, keys in
-                            (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys)
-        raise UserError(f"init_from={path} is a different network ({details}). {fix}")
+    compare_weights(module.net.state_dict(), weights, "init_from", path, fix)
     module.net.load_state_dict(weights)
 
 

@@ -7,7 +7,6 @@ in the run directory and to TensorBoard (image "lr_finder").
 import json
 from pathlib import Path
 
-from lightlab.errors import UserError
 
 
 class LearningRateFinder:
@@ -23,9 +22,9 @@ class LearningRateFinder:
         checkpoint's hparams use it."""
         if not self.enabled:
             return None
-        if resuming:
-            raise UserError("lr_finder.enabled=true with ckpt_path: a resumed run restores its optimizer's learning "
-                            "rates from the checkpoint, so a suggestion could not be applied. Drop one of the two.")
+        if resuming:  # (also every re-run of an interrupted named run with lr_finder.enabled=true)
+            print("lr finder: skipped: this run continues from a checkpoint, whose optimizer keeps its learning rate")
+            return None
         import matplotlib
         from pytorch_lightning.loggers import TensorBoardLogger
         from pytorch_lightning.tuner import Tuner

@@ -4,7 +4,7 @@ Lightning's checkpoint holds weights, optimizer, schedulers and loop counters bu
 #17543): a resumed run draws other dropout masks than the uninterrupted one would have, and drifts from it. The
 batch order needs nothing here (datamodules/tensor_batches.py: a function of seed and epoch), and CIFAR's
 augmentation generator travels in the datamodule's own state; this callback adds the global ones: torch (CPU and
-every CUDA device), Python's `random` and NumPy's.
+the process's CUDA device), Python's `random` and NumPy's.
 
 The states are taken when a checkpoint is written (after the epoch's training and validation: validation draws no
 random numbers) and put back when the resumed fit starts training, after Lightning has restored everything else,
@@ -23,10 +23,13 @@ class RestoreRandomState(pl.Callback):
         self.saved: dict | None = None  # from the checkpoint being resumed; applied when training starts
 
     def state_dict(self) -> dict:
+        if self.saved is not None:  # stopped again before training restarted: the states to resume are still these
+            return self.saved
         version, state, gaussian = random.getstate()
         name, keys, position, has_gaussian, cached_gaussian = np.random.get_state()
+        # CUDA: this process's device only (each DDP process has its own; another machine may have fewer devices).
         return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
                 "python": [version, list(state), gaussian],
                 "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gaussian, cached_gaussian]}
 
@@ -39,7 +42,7 @@ class RestoreRandomState(pl.Callback):
         saved, self.saved = self.saved, None
         torch.set_rng_state(saved["torch"])
         if saved["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda"])
+            torch.cuda.set_rng_state(saved["cuda"][0])
         version, state, gaussian = saved["python"]
         random.setstate((version, tuple(state), gaussian))
         name, keys, position, has_gaussian, cached_gaussian = saved["numpy"]

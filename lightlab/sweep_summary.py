@@ -39,17 +39,24 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
     continues from its checkpoints/last.ckpt when it has one (cfg.ckpt_path is set), else starts over."""
     run_dir = Path(cfg.paths.output_dir)
     status_file, overrides = run_dir / "status.json", list(overrides)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # SystemExit below, not an error recorded in the folder: the folder's record is another command's.
     if status_file.is_file():
         earlier = json.loads(status_file.read_text())
         if same_run(earlier["overrides"]) != same_run(overrides):  # another command's folder: never overwrite it
-            # SystemExit, not an error recorded in the job's folder: that folder's record is another command's.
-            raise SystemExit(f"error: {run_dir} holds a run of another command (overrides {earlier['overrides']}, "
-                             f"now {overrides}). Re-run that run's own command to continue it, or give this one a new "
-                             f"run_name (sweeps: sweep_name).")
-        if earlier["status"] == "completed" and (run_dir / "metrics.json").is_file():
+            if earlier["status"] == "failed" and not last.is_file():  # e.g. a typo caught before any training
+                print(f"{run_dir}: an earlier attempt with other settings failed before any checkpoint; starting over")
+            else:
+                raise SystemExit(f"error: {run_dir} holds a run of another command (overrides {earlier['overrides']}, "
+                                 f"now {overrides}). Re-run that run's own command to continue it, or give this one "
+                                 f"a new run_name (sweeps: sweep_name).")
+        elif earlier["status"] == "completed" and (run_dir / "metrics.json").is_file():
             print(f"{run_dir}: completed in an earlier run of this command, not run again")
             return json.loads((run_dir / "metrics.json").read_text())
-    last = run_dir / "checkpoints" / "last.ckpt"
+    elif (run_dir / "config.yaml").is_file():  # written by a lightlab from before status files: command unknown
+        raise SystemExit(f"error: {run_dir} holds a run without a status.json (an older lightlab's), so whether this "
+                         f"command is its own cannot be told. Continue it explicitly with ckpt_path={last} and a new "
+                         f"run_name, or move the folder away.")
     if last.is_file() and cfg.ckpt_path is None:
         print(f"{run_dir}: continuing the interrupted job from {last}")
         cfg.ckpt_path = str(last)

@@ -55,6 +55,8 @@ class MLP(nn.Module):
                  activation: Activation = "relu", dropout: float = 0.0, batch_norm: bool = False,
                  residual: bool = False, init: Init = "default"):
         super().__init__()
+        if not 0 <= dropout < 1:  # checked here: with one hidden layer no Dropout is built to refuse it
+            raise ValueError(f"dropout={dropout}: a probability of zeroing a unit, from 0 (none) to below 1")
         widths = [int(torch.Size(input_shape).numel()), *hidden_dims]
         self.features = nn.Sequential(*(
             HiddenBlock(widths[i], widths[i + 1], activation, dropout if i < len(hidden_dims) - 1 else 0.0,

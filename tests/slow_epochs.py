@@ -45,3 +45,15 @@ class SlowCheckpointIO(AtomicCheckpointIO):
             time.sleep(self.seconds)
 
         write_atomically(path, slow_write)
+
+
+class PoisonWeightsAtStep(pl.Callback):
+    """Sets the network's first parameter to NaN before the batch of optimizer step `step`: its loss is NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_index) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(module.net.parameters()).fill_(float("nan"))

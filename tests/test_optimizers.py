@@ -319,7 +319,10 @@ def test_learning_rate_finder_sets_the_peak_of_a_one_cycle_schedule(tmp_path, ti
     assert used["scheduler"]["scheduler"]["max_lr"] == used["optimizer"]["lr"] == found["suggestion"]
 
 
-def test_learning_rate_finder_refuses_a_resumed_run(tmp_path, tiny_data):
-    cfg = compose(tmp_path, tiny_data, "lr_finder.enabled=true", f"ckpt_path={tmp_path / 'any.ckpt'}")
-    with pytest.raises(UserError, match="lr_finder.enabled=true with ckpt_path"):
-        train(cfg)
+def test_learning_rate_finder_is_skipped_when_a_run_resumes(tmp_path, tiny_data, capsys):
+    train(compose(tmp_path / "first", tiny_data, "trainer.max_epochs=1"))
+    checkpoint = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    train(compose(tmp_path, tiny_data, "lr_finder.enabled=true", f"ckpt_path={checkpoint}", "trainer.max_epochs=2"))
+    assert "lr finder: skipped: this run continues from a checkpoint" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "lr_finder.json").exists()
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1

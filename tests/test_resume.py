@@ -149,3 +149,71 @@ def test_sigterm_under_ddp_stops_both_processes_with_a_checkpoint_and_the_rerun_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
     assert [step for step, _ in step_losses(run_dir)] == sorted({step for step, _ in step_losses(run_dir)})
+
+
+def test_a_nan_loss_stops_the_run_at_its_step_and_no_checkpoint_holds_nan(tmp_path):
+    from tests.conftest import quick_overrides, write_tiny_mnist
+
+    data = write_tiny_mnist(tmp_path / "data")
+    run_dir = tmp_path / "logs" / "mnist_mlp" / "poisoned"
+    result = run_cli(*quick_overrides(data, tmp_path / "logs"), "trainer.max_epochs=3", "run_name=poisoned",
+                     "print_config=false", "+callbacks.poison._target_=tests.slow_epochs.PoisonWeightsAtStep",
+                     "+callbacks.poison.step=10")  # 6 steps an epoch: the 5th batch of the 2nd epoch
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: the training loss is nan at step 10 (epoch 1, batch 4); the run stops here" in result.stderr
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    assert [p.name for p in checkpoints] == ["epoch000.ckpt", "last.ckpt"]  # epoch 1 never finished
+    for checkpoint in checkpoints:
+        state = torch.load(checkpoint, weights_only=True)
+        assert state["global_step"] == 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def learning_rates(run_dir: Path) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars("lr-Adam")]
+
+
+@pytest.mark.slow
+def test_a_plateau_whose_patience_runs_out_across_the_interruption_lowers_the_lr_at_the_same_epoch(tmp_path):
+    from tests.conftest import quick_overrides, write_tiny_mnist
+
+    data = write_tiny_mnist(tmp_path / "data")
+    # threshold 10: no epoch counts as an improvement, so with patience 1 the lr halves after epochs 2 and 4 (1-based).
+    settings = [*quick_overrides(data, tmp_path / "logs"), "trainer.max_epochs=4", "scheduler=plateau",
+                "scheduler.scheduler.threshold=10", "print_config=false",
+                "+callbacks.pause._target_=tests.slow_epochs.PauseBeforeEpoch", "+callbacks.pause.seconds=1.5"]
+    reference = run_cli(*settings, "run_name=uninterrupted")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    process = start([*settings, "run_name=interrupted"], tmp_path / "killed.log")
+    wait_for(tmp_path / "logs" / "mnist_mlp" / "interrupted" / "pausing_before_epoch_1", process, tmp_path / "killed.log")
+    process.send_signal(signal.SIGTERM)  # one epoch without improvement done: patience is half spent
+    assert process.wait(timeout=120) == 143
+    resumed = run_cli(*settings, "run_name=interrupted")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = learning_rates(tmp_path / "logs" / "mnist_mlp" / "uninterrupted")
+    # Epoch 1 sets the best; epochs 2 and 3 are not improvements; patience 1: the lr halves after the 3rd epoch.
+    assert [lr for _, lr in expected] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+    assert learning_rates(tmp_path / "logs" / "mnist_mlp" / "interrupted") == expected
+
+
+@pytest.mark.slow
+def test_resuming_with_other_optimizer_settings_names_them_and_the_checkpoints_state_wins(tmp_path):
+    from tests.conftest import quick_overrides, write_tiny_mnist
+
+    data = write_tiny_mnist(tmp_path / "data")
+    settings = [*quick_overrides(data, tmp_path / "logs"), "print_config=false", "scheduler=none"]
+    first = run_cli(*settings, "trainer.max_epochs=1", "run_name=first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = tmp_path / "logs" / "mnist_mlp" / "first" / "checkpoints" / "last.ckpt"
+    resumed = run_cli(*settings, "trainer.max_epochs=2", f"ckpt_path={checkpoint}", "optimizer.lr=0.1",
+                      "run_name=continued")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "these settings of this command do not apply: optimizer.lr: 0.001 -> 0.1" in resumed.stderr
+    # The second epoch trained at the checkpoint's learning rate, not at 0.1.
+    rates = [lr for _, lr in learning_rates(tmp_path / "logs" / "mnist_mlp" / "continued")]
+    assert rates and rates == pytest.approx([1e-3] * len(rates))
+    # The same run_name with other settings is refused rather than continued with a mix.
+    other = run_cli(*settings, "trainer.max_epochs=1", "run_name=first", "optimizer.lr=0.1")
+    assert other.returncode == 1 and "holds a run of another command" in other.stderr
