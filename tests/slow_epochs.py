@@ -47,13 +47,12 @@ class SlowCheckpointIO(AtomicCheckpointIO):
         write_atomically(path, slow_write)
 
 
-class PoisonWeightsAtStep(pl.Callback):
-    """Sets the network's first parameter to NaN before the batch of optimizer step `step`: its loss is NaN."""
+class PoisonBatchAtStep(pl.Callback):
+    """Fills the inputs of the batch of optimizer step `step` with NaN: that batch's loss is NaN, the others are not."""
 
     def __init__(self, step: int):
         self.step = step
 
     def on_train_batch_start(self, trainer, module, batch, batch_index) -> None:
         if trainer.global_step == self.step:
-            with torch.no_grad():
-                next(module.net.parameters()).fill_(float("nan"))
+            batch[0].fill_(float("nan"))

@@ -46,8 +46,9 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def sigterm_then_resume(tmp_path: Path, *extra: str) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """An uninterrupted run, and the same run stopped by SIGTERM early in epoch 2 and then run again."""
+def sigterm_then_resume(tmp_path: Path, *extra: str, kill: bool = False) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """An uninterrupted run, and the same run stopped early in epoch 2 and then run again: by SIGTERM (a checkpoint
+    after epoch 2's first step), or with kill=True by SIGKILL before that step (the epoch boundary's last.ckpt)."""
     data = write_cifar10(tmp_path / "data", per_batch=64) and tmp_path / "data"
     logs = tmp_path / "logs"
     reference = run_cli(*command(data, logs, "run_name=uninterrupted", *extra))
@@ -56,10 +57,15 @@ def sigterm_then_resume(tmp_path: Path, *extra: str) -> tuple[Path, Path, subpro
     arguments = command(data, logs, "run_name=interrupted", *extra)
     process = start(arguments, tmp_path / "killed.log")
     wait_for(run_dir / "pausing_before_epoch_1", process, tmp_path / "killed.log")
-    process.send_signal(signal.SIGTERM)  # in the pause: Lightning stops after the epoch's first step
-    assert process.wait(timeout=120) == 143, (tmp_path / "killed.log").read_text()[-3000:]
-    assert "stopped by signal 15: checkpoint" in (tmp_path / "killed.log").read_text()
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9  # 8 + 1 steps
+    if kill:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    else:
+        process.send_signal(signal.SIGTERM)  # in the pause: Lightning stops after the epoch's first step
+        assert process.wait(timeout=120) == 143, (tmp_path / "killed.log").read_text()[-3000:]
+        assert "stopped by signal 15: checkpoint" in (tmp_path / "killed.log").read_text()
+    steps = 8 if kill else 8 + 1  # 8 steps an epoch
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
     resumed = run_cli(*arguments)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"continuing the interrupted job from {run_dir / 'checkpoints' / 'last.ckpt'}" in resumed.stdout
@@ -67,8 +73,9 @@ def sigterm_then_resume(tmp_path: Path, *extra: str) -> tuple[Path, Path, subpro
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_and_the_same_command_again_give_the_uninterrupted_run_bit_for_bit(tmp_path):
-    reference, resumed, _ = sigterm_then_resume(tmp_path)
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm_mid_epoch", "sigkill_at_epoch_boundary"])
+def test_stopped_and_the_same_command_again_give_the_uninterrupted_run_bit_for_bit(tmp_path, kill):
+    reference, resumed, _ = sigterm_then_resume(tmp_path, kill=kill)
     losses = step_losses(resumed)
     assert [step for step, _ in losses] == list(range(24))  # 3 epochs of 8 steps: none missing, none twice
     assert losses == step_losses(reference)
@@ -156,17 +163,30 @@ def test_a_nan_loss_stops_the_run_at_its_step_and_no_checkpoint_holds_nan(tmp_pa
 
     data = write_tiny_mnist(tmp_path / "data")
     run_dir = tmp_path / "logs" / "mnist_mlp" / "poisoned"
+    poison = ["+callbacks.poison._target_=tests.slow_epochs.PoisonBatchAtStep", "+callbacks.poison.step=10"]
     result = run_cli(*quick_overrides(data, tmp_path / "logs"), "trainer.max_epochs=3", "run_name=poisoned",
-                     "print_config=false", "+callbacks.poison._target_=tests.slow_epochs.PoisonWeightsAtStep",
-                     "+callbacks.poison.step=10")  # 6 steps an epoch: the 5th batch of the 2nd epoch
+                     "print_config=false", *poison)  # 6 steps an epoch: the 5th batch of the 2nd epoch
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "error: the training loss is nan at step 10 (epoch 1, batch 4); the run stops here" in result.stderr
+    assert "error: the training loss is nan at step 10 (epoch 1, batch 4); the run stops here." in result.stderr
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
     checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     assert [p.name for p in checkpoints] == ["epoch000.ckpt", "last.ckpt"]  # epoch 1 never finished
     for checkpoint in checkpoints:
         state = torch.load(checkpoint, weights_only=True)
         assert state["global_step"] == 6 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_a_nan_batch_can_be_skipped_instead(tmp_path):
+    from tests.conftest import quick_overrides, write_tiny_mnist
+
+    data = write_tiny_mnist(tmp_path / "data")
+    result = run_cli(*quick_overrides(data, tmp_path / "logs"), "trainer.max_epochs=3", "run_name=skipped",
+                     "print_config=false", "+callbacks.poison._target_=tests.slow_epochs.PoisonBatchAtStep",
+                     "+callbacks.poison.step=10", "callbacks.stop_on_non_finite_loss.max_skipped_batches=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the training loss is nan at step 10 (epoch 1, batch 4): batch skipped (1 of at most" in result.stderr
+    state = torch.load(tmp_path / "logs" / "mnist_mlp" / "skipped" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 18 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
 
 def learning_rates(run_dir: Path) -> list[tuple[int, float]]:
