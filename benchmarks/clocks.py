@@ -8,17 +8,52 @@ from lightlab.epoch_speed import EpochSpeed
 
 class EpochClock(EpochSpeed):
     """The default callbacks' epoch clock (first batch start to last batch end: no validation, no checkpoint),
-    keeping every epoch's seconds where the benchmark can read them after train() returns."""
+    keeping every epoch's seconds where the benchmark can read them after train() returns; and the time between
+    one epoch's last training batch and the next one's first, less the validation batches in between: what the
+    framework spends between epochs (loop set-up, epoch-end logging, checkpoint writing, images, progress bar)."""
 
-    epoch_seconds: list[float] = []  # class-level: the benchmark has no handle on the trainer's callbacks
+    # Class-level: the benchmark has no handle on the trainer's callbacks.
+    epoch_seconds: list[float] = []
+    between_epochs_seconds: list[float] = []
+    # benchmarks.epoch_time.paired_epochs: a hand-written epoch run before each framework epoch, and its seconds
+    before_epoch = None
+    paired_seconds: list[float] = []
+    paired_this_epoch = 0.0
+
+    previous_end: float | None = None
+    validation_start: float | None = None
+    validation_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        super().on_train_epoch_start(trainer, pl_module)
+        if EpochClock.before_epoch is not None:
+            self.paired_this_epoch = EpochClock.before_epoch(trainer.current_epoch)
+            EpochClock.paired_seconds.append(self.paired_this_epoch)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.started is None and self.previous_end is not None:
+            gap = time.perf_counter() - self.previous_end - self.validation_seconds - self.paired_this_epoch
+            EpochClock.between_epochs_seconds.append(gap)
+            self.validation_start, self.validation_seconds = None, 0.0
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module):
         EpochClock.epoch_seconds.append(self.ended - self.started)
+        self.previous_end = self.ended  # (Lightning validates before this hook: the validation clock has run)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking and self.validation_start is None:
+            self.validation_start = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self.validation_seconds = time.perf_counter() - self.validation_start
 
 
 class FirstStepClock(pl.Callback):
-    """Prints the wall-clock time at which the first training step starts, then ends the run."""
+    """Prints the wall-clock time at which the first training step ends (its optimizer step done), then ends the
+    run."""
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         print(f"FIRST_STEP_AT {time.time():.6f}", flush=True)
         trainer.should_stop = True

@@ -10,6 +10,8 @@ for them: their parameters get no gradient), each with a warning. The check read
 that shows in the step time).
 """
 import pytorch_lightning as pl
+import math
+
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -29,7 +31,7 @@ class StopOnNonFiniteLoss(pl.Callback):
     def on_before_backward(self, trainer, module, loss) -> None:
         # Before backward and the optimizer step: a stop here leaves the weights as they were before this batch.
         step = trainer.global_step  # the optimizer step this batch's loss goes into (0-based, as logged)
-        if step % self.check_every_n_steps or bool(torch.isfinite(loss.detach())):
+        if step % self.check_every_n_steps or math.isfinite(loss.item()):
             return
         where = f"step {step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx})"
         if self.skipped < self.max_skipped_batches:

@@ -53,4 +53,6 @@ def record_run(trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
             writer = logger.experiment._get_file_writer()  # the run's own event file, not a new sub-run
             for summary in hparams(settings, results):
                 writer.add_summary(summary, trainer.global_step)
-            logger.experiment.flush()
+            # close, not flush: the writer was reopened for these events after the trainer's own close, and an
+            # open one keeps a thread and a file handle for as long as the process lives (a sweep's many runs).
+            logger.experiment.close()

@@ -112,8 +112,8 @@ class MetricLearningModule(TaskModule):
         images, labels = batch
         loss, active = self.triplet_loss(self(images), labels)
         if self.first_call_for_batch(batch_index):
-            self.train_loss_sum += loss.detach()
-            self.train_active_sum += active
+            self.train_loss_sum.add_(loss.detach())
+            self.train_active_sum.add_(active)
         self.log_step_loss(loss)
         return loss
 

@@ -115,7 +115,7 @@ class MultiTaskModule(TaskModule):
         _, _, losses = self._task_losses(batch)
         total = self.loss(*losses)
         if self.first_call_for_batch(batch_index):
-            self.train_loss_sums += torch.cat([losses.detach(), total.detach()[None]])
+            self.train_loss_sums.add_(torch.cat([losses.detach(), total.detach()[None]]))
         self.log_step_loss(total)
         return total
 

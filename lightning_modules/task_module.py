@@ -18,6 +18,8 @@ def inputs_to_channels_last(network: torch.nn.Module, inputs: tuple) -> tuple:
 
 
 class TaskModule(FastHooksModule):
+    plain_attributes = FastHooksModule.plain_attributes | {"_last_batch"}
+
     def build_network(self, config: dict, compile: bool, channels_last: bool = False, **shape) -> torch.nn.Module:
         reads_text = "vocabulary_size" in inspect.signature(locate(config["_target_"])).parameters
         if reads_text and "vocabulary_size" not in shape:

@@ -72,7 +72,8 @@ def tiny_data(tmp_path) -> Path:
 
 def quick_overrides(data_dir: Path, log_dir: Path) -> list[str]:
     """A run of a few seconds on tiny data: small network, two short epochs."""
-    return [f"paths.data_dir={data_dir}", f"paths.log_dir={log_dir}", "data.val_size=64", "data.batch_size=32",
+    return [f"paths.data_dir={data_dir}", f"paths.log_dir={log_dir}", f"paths.cache_dir={log_dir.parent / 'cache'}",
+            "data.val_size=64", "data.batch_size=32",
             "data.eval_batch_size=64", "data.download=false", "model.hidden_dims=[32]", "trainer.max_epochs=2",
             "trainer.log_every_n_steps=2"]
 

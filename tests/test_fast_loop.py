@@ -1,10 +1,23 @@
-"""The per-step overhead fixes keep Lightning's behaviour: same hook bookkeeping, fewer redraws, no profiler cost."""
+"""The per-step overhead fixes keep Lightning's behaviour: same hooks in the same order, same hook bookkeeping,
+fewer redraws, no profiler cost."""
+import threading
 import types
 
+import pytest
+import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import RichProgressBar
+from hydra.utils import instantiate
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.profilers import PassThroughProfiler
 
+from lightlab.compose import compose_config
 from lightlab.fast_loop import FastHooksModule, NoProfiler, StepRichProgressBar
+from lightning_modules.classification import ClassificationModule
+from run import train
+from tests.conftest import quick_overrides, write_tiny_mnist
 
 
 def test_no_profiler_hands_out_one_shared_null_context():
@@ -40,3 +53,86 @@ def test_progress_bar_redraws_every_n_steps_and_at_epoch_end(monkeypatch):
     for index in range(10):
         once_per_epoch.on_train_batch_end(trainer, None, None, None, index)
     assert redraws == [9]
+
+
+class RecordingCallback(pl.Callback):
+    """Records (hook, the module's current hook name) for the per-step hooks it defines."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.calls.append(("on_train_batch_start", module._current_fx_name))
+
+    def on_before_backward(self, trainer, module, loss):
+        self.calls.append(("on_before_backward", module._current_fx_name))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.calls.append(("on_train_batch_end", module._current_fx_name))
+
+    def on_train_epoch_end(self, trainer, module):
+        self.calls.append(("on_train_epoch_end", module._current_fx_name))
+
+
+class TinyModule(FastHooksModule):
+    def __init__(self, calls: list):
+        super().__init__()
+        self.layer, self.calls = torch.nn.Linear(4, 2), calls
+
+    def training_step(self, batch, batch_idx):
+        self.calls.append(("training_step", self._current_fx_name))
+        self.log("train/loss", 1.0)  # self.log checks _current_fx_name: the dispatch must have set it
+        return torch.nn.functional.cross_entropy(self.layer(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit_and_record(profiler, tmp_path) -> tuple[list, list]:
+    calls, instance_calls = [], []
+    only_instance = pl.Callback()  # a hook set on the instance, not the class, is called too
+    only_instance.on_train_batch_start = lambda trainer, module, batch, index: instance_calls.append(index)
+    step_checkpoint = ModelCheckpoint(dirpath=tmp_path / profiler.__class__.__name__, every_n_train_steps=2,
+                                      filename="{step}", save_top_k=-1)
+    data = DataLoader(TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,))), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, profiler=profiler, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[RecordingCallback(calls), only_instance, step_checkpoint])
+    trainer.fit(TinyModule(calls), train_dataloaders=data)
+    return calls, instance_calls
+
+
+def test_lean_hook_dispatch_calls_the_same_hooks_in_the_same_order_as_lightnings(tmp_path):
+    lean, lean_instance = fit_and_record(NoProfiler(), tmp_path)  # lightlab's dispatch
+    stock, stock_instance = fit_and_record(PassThroughProfiler(), tmp_path)  # any other profiler: Lightning's own
+    assert lean == stock and lean_instance == stock_instance == [0, 1, 2, 3, 4] * 2
+    assert lean[:4] == [("on_train_batch_start", "on_train_batch_start"), ("training_step", "training_step"),
+                        ("on_before_backward", "on_before_backward"), ("on_train_batch_end", "on_train_batch_end")]
+    assert len(lean) == 2 * (5 * 4 + 1)
+    # every_n_train_steps still saves: the per-batch checkpoint hook is skipped only when it has nothing to do
+    for profiler in ("NoProfiler", "PassThroughProfiler"):
+        assert sorted(p.name for p in (tmp_path / profiler).iterdir()) == [f"step={s}.ckpt" for s in (10, 2, 4, 6, 8)]
+
+
+def test_the_progress_bar_thread_wakes_once_a_second_not_a_hundred_times():
+    assert StepRichProgressBar().refresh_rate == 1
+    assert StepRichProgressBar(refresh_rate=5).refresh_rate == 5
+
+
+def test_training_accuracy_counted_in_the_step_equals_torchmetrics_and_no_event_writer_is_left_open(tmp_path):
+    data_dir = write_tiny_mnist(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    # lr 0 and no dropout: the weights never change, so the epoch's training accuracy is the checkpointed
+    # network's accuracy over the whole training split.
+    cfg = compose_config(quick_overrides(data_dir, tmp_path / "logs") + [
+        "trainer.max_epochs=1", "model.dropout=0", "optimizer.lr=0", "scheduler=none", "test_after_fit=false"],
+        output_dir=str(run_dir))
+    logged = train(cfg)["metrics"]["train/acc"]
+    module = ClassificationModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    labels = datamodule.splits["fit"][1]
+    with torch.no_grad():
+        expected = MulticlassAccuracy(10, average="micro")(module.eval()(datamodule.training_sample(len(labels))), labels)
+    assert 0.02 < logged < 0.98 and logged == pytest.approx(float(expected), abs=1e-6)
+    # The run closes every TensorBoard writer it opened (a leaked one kept a thread per run of a sweep).
+    assert not [t for t in threading.enumerate() if isinstance(t, _AsyncWriterThread)]

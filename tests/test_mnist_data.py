@@ -178,3 +178,26 @@ def test_tensor_batches_drop_last_and_zero_copy_evaluation_batches():
     assert first.data_ptr() == data.data_ptr()  # a view, no gather
     with pytest.raises(ValueError, match="same length"):
         TensorBatches((data, data[:3]), batch_size=4, shuffle=False)
+
+
+def test_decompressed_copy_is_cached_outside_the_data_folder_and_follows_the_file(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    path = write_idx(data / "train-images-idx3-ubyte.gz", torch.arange(24, dtype=torch.uint8).view(2, 3, 4))
+    before = sorted(p.name for p in data.iterdir())
+    assert torch.equal(read_idx(path, str(cache)), torch.arange(24, dtype=torch.uint8).view(2, 3, 4))
+    [entry] = (cache / "idx").iterdir()
+    assert sorted(p.name for p in data.iterdir()) == before  # nothing written beside the data
+    assert entry.read_bytes() == gzip.open(path).read()
+    # The cached copy is what is read next time (the .gz is not opened)...
+    entry.write_bytes(entry.read_bytes()[:-1] + b"\x07")
+    assert read_idx(path, str(cache))[-1, -1, -1] == 7
+    # ...a replaced file (new size / time) gets its own entry...
+    write_idx(path, torch.full((1, 3, 4), 9, dtype=torch.uint8))
+    assert torch.equal(read_idx(path, str(cache)), torch.full((1, 3, 4), 9, dtype=torch.uint8))
+    assert len(list((cache / "idx").iterdir())) == 2
+    # ...and a damaged entry is replaced from the original rather than reported.
+    [newest] = [p for p in (cache / "idx").iterdir() if p != entry]
+    newest.write_bytes(b"\x00\x00\x08")
+    assert torch.equal(read_idx(path, str(cache)), torch.full((1, 3, 4), 9, dtype=torch.uint8))
+    assert newest.read_bytes() == gzip.open(path).read()
