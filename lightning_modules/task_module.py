@@ -65,6 +65,18 @@ class TaskModule(FastHooksModule):
         # DistributedDataParallel's own switch for buffers it should leave alone (torch issue 43690).
         self._ddp_params_and_buffers_to_ignore = [*getattr(self, "_ddp_params_and_buffers_to_ignore", []), name]
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """Lightning hands torch's optimizer a closure that runs training_step and backward, so forward and backward
+        run inside optimizer.step's wrappers (grad-mode switches, a profiler range, dynamo's disable context, which
+        intercepts every Python call): ~0.1 ms more a step, 10-15% of a small MLP's step on this CPU. Running the
+        closure first and then stepping keeps Lightning's order (training_step, zero_grad, backward,
+        on_before_optimizer_step, gradient clipping, step), as Lightning's own AMP plugin does. LBFGS re-evaluates
+        the loss inside its step, so it keeps the closure."""
+        if optimizer_closure is None or isinstance(optimizer.optimizer, torch.optim.LBFGS):
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        loss = optimizer_closure()
+        return optimizer.step(closure=lambda: loss)
+
     def first_call_for_batch(self, batch_index: int) -> bool:
         """False when an optimizer that re-evaluates the loss (LBFGS calls its closure up to max_iter
         times a step) runs training_step again on the same batch: epoch statistics count each batch once."""
