@@ -15,10 +15,12 @@ class EpochClock(EpochSpeed):
     # Class-level: the benchmark has no handle on the trainer's callbacks.
     epoch_seconds: list[float] = []
     between_epochs_seconds: list[float] = []
-    # benchmarks.epoch_time.paired_epochs: a hand-written epoch run before each framework epoch, and its seconds
+    # benchmarks.epoch_time.paired_epochs: a hand-written epoch's two halves, run just before and just after each
+    # framework epoch, and its seconds
     before_epoch = None
+    after_epoch = None
     paired_seconds: list[float] = []
-    paired_this_epoch = 0.0
+    hand_seconds_in_gap = 0.0  # hand-written halves run since the last training batch (not the framework's)
 
     previous_end: float | None = None
     validation_start: float | None = None
@@ -27,19 +29,27 @@ class EpochClock(EpochSpeed):
     def on_train_epoch_start(self, trainer, pl_module):
         super().on_train_epoch_start(trainer, pl_module)
         if EpochClock.before_epoch is not None:
-            self.paired_this_epoch = EpochClock.before_epoch(trainer.current_epoch)
-            EpochClock.paired_seconds.append(self.paired_this_epoch)
+            seconds = EpochClock.before_epoch(trainer.current_epoch)
+            EpochClock.paired_seconds.append(seconds)
+            self.hand_seconds_in_gap += seconds
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.started is None and self.previous_end is not None:
-            gap = time.perf_counter() - self.previous_end - self.validation_seconds - self.paired_this_epoch
+            gap = time.perf_counter() - self.previous_end - self.validation_seconds - self.hand_seconds_in_gap
             EpochClock.between_epochs_seconds.append(gap)
-            self.validation_start, self.validation_seconds = None, 0.0
+            self.validation_start, self.validation_seconds, self.hand_seconds_in_gap = None, 0.0, 0.0
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module):
         EpochClock.epoch_seconds.append(self.ended - self.started)
         self.previous_end = self.ended  # (Lightning validates before this hook: the validation clock has run)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the epoch's clock stops first
+        if EpochClock.after_epoch is not None and batch_idx + 1 == trainer.num_training_batches:
+            seconds = EpochClock.after_epoch(trainer.current_epoch)
+            EpochClock.paired_seconds[-1] += seconds
+            self.hand_seconds_in_gap = seconds
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking and self.validation_start is None:

@@ -20,7 +20,7 @@ class ImageSplits(pl.LightningDataModule):
     def __init__(self):
         super().__init__()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.pixel_scaling: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # 255 mean, 255 std
+        self.pixel_scaling: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # 255 mean, 1 / (255 std)
         self.predict_input: str | None = None  # mode=predict: a file or folder of new images; None: the test split
         self.prediction_ids: list[str] = []  # what predict_dataloader's samples are, in its order
 
@@ -78,10 +78,10 @@ class ImageSplits(pl.LightningDataModule):
         return self.normalize(self.splits["fit"][0][:count].reshape(-1, *self.input_shape))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, computed as (x - 255 mean) / (255 std)."""
+        """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, computed as (x - 255 mean) * (1 / (255 std))."""
         if images.device not in self.pixel_scaling:  # once per device: a host-to-GPU copy each batch would sync
             shape = (1, -1, 1, 1)
             self.pixel_scaling[images.device] = (255 * torch.tensor(self.mean, device=images.device).reshape(shape),
-                                                 255 * torch.tensor(self.std, device=images.device).reshape(shape))
+                                                 1 / (255 * torch.tensor(self.std, device=images.device).reshape(shape)))
         shift, scale = self.pixel_scaling[images.device]
-        return images.float().sub_(shift).div_(scale)
+        return images.float().sub_(shift).mul_(scale)  # a multiply: cheaper than a divide per pixel

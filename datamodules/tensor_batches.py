@@ -116,4 +116,8 @@ class TensorBatches(ResumableBatches):
         order = self.sampler.indices()
         for start in range(self.take_skip() * self.batch_size, len(self) * self.batch_size, self.batch_size):
             window = slice(start, start + self.batch_size)
-            yield tuple(t[window] if order is None else t[order[window]] for t in self.tensors)
+            if order is None:
+                yield tuple(t[window] for t in self.tensors)
+            else:  # index_select: ~5x faster than t[index] on a uint8 image tensor on the CPU (same gather)
+                index = order[window]
+                yield tuple(t.index_select(0, index) for t in self.tensors)

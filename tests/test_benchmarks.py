@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from hydra.utils import instantiate
+
 from benchmarks import flops
 from benchmarks.data_path import PerSampleTransform
+from benchmarks.epoch_time import WORKLOADS, HandWritten, composed
 from tests.conftest import write_tiny_mnist, write_tiny_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +35,25 @@ def test_the_per_sample_baseline_gives_what_our_batches_give():
     image, label = dataset[3]
     expected = (images[3].float() / 255 - 0.1307) / 0.3081
     assert image.shape == (1, 28, 28) and label == 3 and torch.allclose(image[0], expected, atol=1e-6)
+
+
+def test_a_hand_written_epoch_run_in_two_halves_trains_the_same_batches_as_in_one_go(tmp_path):
+    # The suite brackets each framework epoch with the two halves of a hand-written one: they must add up to it.
+    data_dir = write_tiny_mnist(tmp_path / "data")
+    cfg = composed(WORKLOADS["mnist_mlp"], str(data_dir), str(tmp_path), "data.val_size=64", "data.batch_size=50",
+                   "data.download=false", f"paths.cache_dir={tmp_path / 'cache'}")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    hand_written = HandWritten(cfg, datamodule)
+    whole = hand_written.build()  # seeds torch: built and run before the other, the two see the same dropout masks
+    hand_written.run_epoch(whole, 0, None)
+    halves = hand_written.build()
+    seconds = list(hand_written.epoch_halves(halves, 0, None))
+    steps = -(-(len(datamodule.splits["fit"][1])) // 50)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds) and steps >= 3
+    assert {float(state["step"]) for state in halves[1].state.values()} == {float(steps)}
+    for one_go, in_halves in zip(whole[0].parameters(), halves[0].parameters()):
+        assert torch.equal(one_go, in_halves)
 
 
 @pytest.mark.slow
