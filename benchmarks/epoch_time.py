@@ -181,9 +181,7 @@ class HandWritten:
             yield time.perf_counter() - start
 
     def batches_per_epoch(self) -> int:
-        if self.text:
-            return len(self.datamodule.train_dataloader())
-        return -(-len(self.images) // self.cfg.data.batch_size)
+        return len(self.datamodule.train_dataloader())  # as the framework's epoch (data.drop_last included)
 
     def batch_costs(self, calls: int = 20) -> tuple[float, float]:
         """Median seconds of preparing one batch (augmentation + scaling) and of one training step on it."""

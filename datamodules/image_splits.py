@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.new_inputs import read_images
-from datamodules.tensor_batches import TensorBatches, batches_done_this_epoch, process_shard
+from datamodules.tensor_batches import TensorBatches, batches_done_this_epoch, process_shard, transfer_unless_there
 from lightlab.errors import UserError
 
 
@@ -23,6 +23,8 @@ class ImageSplits(pl.LightningDataModule):
         self.pixel_scaling: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # 255 mean, 1 / (255 std)
         self.predict_input: str | None = None  # mode=predict: a file or folder of new images; None: the test split
         self.prediction_ids: list[str] = []  # what predict_dataloader's samples are, in its order
+
+    transfer_batch_to_device = transfer_unless_there
 
     def network_inputs(self) -> dict:
         """What a network is built from (its constructor's input_shape and num_classes)."""

@@ -23,7 +23,8 @@ from datamodules import text_formats
 from datamodules.download import download_file
 from datamodules.new_inputs import read_texts
 from datamodules.sequence_batches import SequenceBatches
-from datamodules.tensor_batches import batches_done_this_epoch, check_batch_sizes, process_shard
+from datamodules.tensor_batches import (batches_done_this_epoch, check_batch_sizes, process_shard,
+                                        transfer_unless_there)
 from datamodules.vocabulary import TOKENIZERS, Vocabulary, padded_ids, tokenize
 from lightlab.errors import UserError
 
@@ -192,6 +193,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
     # --- what the rest of the framework asks of a DataModule -----------------------------------------------
     def prepare_data(self) -> None:
         self._files()  # downloads happen once, on the main process
+
+    transfer_batch_to_device = transfer_unless_there
 
     def network_inputs(self) -> dict:
         """What a network is built from: reading the data (or its cache) is needed for the vocabulary's size."""

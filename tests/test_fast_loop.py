@@ -12,12 +12,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.trainer.connectors.data_connector import _DataHookSelector
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from lightlab.compose import compose_config
 from lightlab.fast_loop import FastHooksModule, NoProfiler, StepRichProgressBar
 from lightning_modules.classification import ClassificationModule
-from run import train
-from tests.conftest import quick_overrides, write_tiny_mnist
+from run import build, train
+from tests.conftest import quick_overrides, write_tiny_mnist, write_tiny_text
 
 
 def test_no_profiler_hands_out_one_shared_null_context():
@@ -136,3 +138,19 @@ def test_training_accuracy_counted_in_the_step_equals_torchmetrics_and_no_event_
     assert 0.02 < logged < 0.98 and logged == pytest.approx(float(expected), abs=1e-6)
     # The run closes every TensorBoard writer it opened (a leaked one kept a thread per run of a sweep).
     assert not [t for t in threading.enumerate() if isinstance(t, _AsyncWriterThread)]
+
+
+@pytest.mark.parametrize("data", [["data=mnist", "data.val_size=64"],
+                                  ["data=sst2", "model=lstm", "data.val_size=40", "data.test_size=40"]])
+def test_a_batch_already_on_the_device_is_handed_on_as_it_is_by_the_datamodules_own_hook(data, tmp_path):
+    data_dir = write_tiny_text(write_tiny_mnist(tmp_path / "data"))
+    cfg = compose_config([*data, f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+                          "data.download=false"], output_dir=str(tmp_path / "run"))
+    datamodule, module, _ = build(cfg, with_trainer=False)
+    batch = (torch.zeros(2, 3, dtype=torch.long), torch.ones(2, dtype=torch.long))
+    assert datamodule.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch  # no walk, no .to()
+    moved = datamodule.transfer_batch_to_device(batch, torch.device("meta"), 0)  # elsewhere: Lightning's default
+    assert [t.device.type for t in moved] == ["meta", "meta"]
+    # The DataModule's hook, not the LightningModule's: Lightning warns when the module overrides a data hook.
+    assert not is_overridden("transfer_batch_to_device", module)
+    assert _DataHookSelector(module, datamodule).get_instance("transfer_batch_to_device") is datamodule
