@@ -12,9 +12,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lightlab.config_checks import check_config
-from lightlab.errors import UserError
-from lightlab.run_directory import register_resolvers
+from lightlab.base.errors import UserError
+from lightlab.config.checks import check_config
+from lightlab.run.folders import register_resolvers
 
 register_resolvers()  # before Hydra composes: hydra.run.dir uses ${run_dir:...}
 
@@ -27,7 +27,7 @@ def build(cfg: DictConfig, with_trainer: bool = True):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from lightning_modules.optimization import build as build_from_config  # our errors, not Hydra's wrapper
+    from lightlab.base.objects import build as build_from_config  # our errors, not Hydra's wrapper
 
     # Plain dicts and lists, never DictConfig, reach the constructors: hparams (and so checkpoints) stay plain.
     make = functools.partial(instantiate, _convert_="all")
@@ -53,10 +53,10 @@ def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from lightlab.checkpoint_checks import check_resume_checkpoint
-    from lightlab.finetuning import load_network_weights
-    from lightlab.run_record import finish_run, start_run
-    from lightlab.tensorboard_summary import record_run
+    from lightlab.callbacks.finetuning import load_network_weights
+    from lightlab.config.checkpoint_checks import check_resume_checkpoint
+    from lightlab.run.record import finish_run, start_run
+    from lightlab.run.tensorboard_summary import record_run
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = start_run(cfg)
@@ -84,12 +84,12 @@ def train(cfg: DictConfig) -> dict:
 
 def use_checkpoint(cfg: DictConfig) -> dict:
     """mode=test, predict or export: cfg.ckpt_path's network with its run's config (main() swapped it in); nothing
-    trains. The results go to this command's folder inside that run (lightlab/checkpoint_modes.py)."""
+    trains. The results go to this command's folder inside that run (lightlab/run/checkpoint_modes.py)."""
     check_config(cfg)
     import pytorch_lightning as pl
 
-    from lightlab import checkpoint_modes
-    from lightlab.run_record import finish_run, start_run
+    from lightlab.run import checkpoint_modes
+    from lightlab.run.record import finish_run, start_run
 
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = start_run(cfg)
@@ -109,11 +109,11 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from lightlab.sweep_summary import objective, record_outcome, resume_job
+    from lightlab.sweeps.summary import objective, record_outcome, resume_job
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     overrides, started = HydraConfig.get().overrides.task, time.monotonic()
-    rank_of_job = os.environ.get("LIGHTLAB_RANK_OF_JOB")  # a DDP rank of a job: rank 0 reports (lightlab/distributed.py)
+    rank_of_job = os.environ.get("LIGHTLAB_RANK_OF_JOB")  # a DDP rank of a job: rank 0 reports (lightlab/lightning_internals/ddp_launch.py)
     # A folder with a stable identity (a sweep job, or run_name=…): re-running the command continues it.
     tracked = (in_sweep or (cfg.run_name is not None and cfg.mode == "train")) and not rank_of_job
     try:
@@ -125,7 +125,7 @@ def main(cfg: DictConfig) -> float | None:
         elif in_sweep:
             raise UserError(f"mode={cfg.mode} uses one checkpoint: run it without -m (once per checkpoint).")
         else:  # (a DDP rank of such a command starts from the config its rank 0 settled)
-            from lightlab.checkpoint_modes import checkpoint_config
+            from lightlab.run.checkpoint_modes import checkpoint_config
             check_config(cfg)  # this command's own keys (mode=…) first
             metrics = use_checkpoint(cfg if rank_of_job else checkpoint_config(cfg, overrides))["metrics"]
     except Exception as error:
@@ -141,8 +141,8 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         raise
-    except SystemExit:  # SIGTERM or Ctrl-C during training (lightlab/preemption.py): a checkpoint to continue from
-        from lightlab.preemption import exit_code, report_stop
+    except SystemExit:  # SIGTERM or Ctrl-C during training (lightlab/callbacks/preemption.py): a checkpoint to continue from
+        from lightlab.callbacks.preemption import exit_code, report_stop
         if exit_code() is None:
             raise
         if rank_of_job:  # rank 0 reports and exits with the code; a rank exiting non-zero would get rank 0 killed
@@ -150,7 +150,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(report_stop(resumable_by_rerun=tracked))
     finally:
         if os.environ.get("LOCAL_RANK") == "0":  # this job started DDP ranks: end them before the next job
-            from lightlab.distributed import end_ranks
+            from lightlab.lightning_internals.ddp_launch import end_ranks
             end_ranks()
     if tracked:
         record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started)

@@ -3,7 +3,7 @@ import time
 
 import pytorch_lightning as pl
 
-from lightlab.epoch_speed import EpochSpeed
+from lightlab.callbacks.epoch_speed import EpochSpeed
 
 
 class EpochClock(EpochSpeed):

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from hydra.utils import instantiate  # noqa: E402
 
-from lightlab.compose import compose_config  # noqa: E402
+from lightlab.run.compose import compose_config  # noqa: E402
 
 
 class PerSampleTransform(Dataset):

@@ -32,7 +32,7 @@ from hydra.utils import instantiate  # noqa: E402
 
 from benchmarks.clocks import EpochClock  # noqa: E402
 from datamodules.augment import random_crop_flip  # noqa: E402
-from lightlab.compose import compose_config  # noqa: E402
+from lightlab.run.compose import compose_config  # noqa: E402
 from run import train  # noqa: E402
 
 EPOCHS = 2  # the first epoch also pays one-time costs (first-call caches, allocations); the second is steady state

@@ -17,7 +17,7 @@ from datamodules.augment import cutout, random_crop_flip
 from datamodules.download import download_file
 from datamodules.image_splits import ImageSplits
 from datamodules.tensor_batches import check_batch_sizes
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 
 class CIFAR10DataModule(ImageSplits):

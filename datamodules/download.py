@@ -8,7 +8,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 
 def md5_of(path: Path, chunk_bytes: int = 1 << 20) -> str:

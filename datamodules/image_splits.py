@@ -8,7 +8,7 @@ import torch
 
 from datamodules.new_inputs import read_images
 from datamodules.tensor_batches import TensorBatches, batches_done_this_epoch, process_shard, transfer_unless_there
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 
 class ImageSplits(pl.LightningDataModule):

@@ -16,8 +16,8 @@ import torch
 from datamodules.download import download_file
 from datamodules.image_splits import ImageSplits
 from datamodules.tensor_batches import check_batch_sizes
-from lightlab.atomic_files import write_atomically
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
+from lightlab.base.files import write_atomically
 
 
 def decompressed_copy(path: Path, cache_dir: str | None) -> Path | None:
@@ -32,8 +32,8 @@ def decompressed_copy(path: Path, cache_dir: str | None) -> Path | None:
 
 def read_idx(path: Path, cache_dir: str | None = None) -> torch.Tensor:
     """An IDX file (the MNIST format: big-endian header, then raw uint8 values) as a uint8 tensor."""
-    fix = (f"Delete it to have it downloaded again, or point paths.data_dir (environment variable DATA_DIR) "
-           f"at a folder with a good copy.")
+    fix = ("Delete it to have it downloaded again, or point paths.data_dir (environment variable DATA_DIR) "
+           "at a folder with a good copy.")
     cached = decompressed_copy(path, cache_dir)
     if cached is not None and cached.is_file():
         try:

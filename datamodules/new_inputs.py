@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".npy")
 

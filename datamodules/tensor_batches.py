@@ -11,7 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 
 class EpochOrder:
@@ -79,7 +79,7 @@ def batches_done_this_epoch(datamodule) -> Callable[[], int]:
 
 class ResumableBatches:
     """Lightning puts a training loader's `state_dict()` in every checkpoint and hands it back on resume (the
-    `_Stateful` protocol). A run resumed from a mid-epoch checkpoint (SIGTERM, lightlab/preemption.py) then goes on
+    `_Stateful` protocol). A run resumed from a mid-epoch checkpoint (SIGTERM, lightlab/callbacks/preemption.py) then goes on
     with the batch after the last one trained, in the same epoch order, instead of restarting the epoch's data."""
 
     batches_done: Callable[[], int] | None = None  # set on training loaders (batches_done_this_epoch)

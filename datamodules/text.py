@@ -23,10 +23,9 @@ from datamodules import text_formats
 from datamodules.download import download_file
 from datamodules.new_inputs import read_texts
 from datamodules.sequence_batches import SequenceBatches
-from datamodules.tensor_batches import (batches_done_this_epoch, check_batch_sizes, process_shard,
-                                        transfer_unless_there)
+from datamodules.tensor_batches import batches_done_this_epoch, check_batch_sizes, process_shard, transfer_unless_there
 from datamodules.vocabulary import TOKENIZERS, Vocabulary, padded_ids, tokenize
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 
 AG_NEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 TREC_COARSE_CLASSES = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]

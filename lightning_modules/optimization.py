@@ -6,15 +6,19 @@ conf/scheduler and the `parameter_groups` node of conf/config.yaml.
 import math
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
-from lightlab.config_checks import RUN_LENGTH_ARGUMENTS
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
+from lightlab.base.objects import build
 
 NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
+# Scheduler arguments that give a schedule's length. Left null in conf/scheduler, they are filled in
+# with the run's length in the scheduler's own unit (epochs or optimizer steps; see
+# lightning_modules/optimization.py), so nobody types a step count that silently stops matching
+# when batch size or epochs change.
+RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
 
 
 def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
@@ -43,7 +47,7 @@ def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
     groups: dict[tuple, dict] = {}  # one group per distinct (lr, weight decay, sparse), in parameter order
     for name, parameter in module.named_parameters():
         if not parameter.requires_grad:
-            continue  # frozen (see lightlab.finetuning): added as its own group when unfrozen
+            continue  # frozen (see lightlab.callbacks.finetuning): added as its own group when unfrozen
         owner = max((m for m in lr_multipliers if name.startswith(m + ".")), key=len, default=None)
         group_lr = lr * lr_multipliers[owner] if owner else lr
         # A learned loss weighting (loss.*) is never decayed: decay would pull its task weights towards 1.
@@ -67,18 +71,6 @@ def submodules(module: nn.Module, names: list[str], key: str) -> list[nn.Module]
         raise UserError(f"{key} names {unknown}, which the module does not have. Its parts with parameters are: "
                         f"{parts} (deeper names continue with dots).")
     return [known[name] for name in names]
-
-
-def build(config: dict, key: str, **runtime):
-    """instantiate(config, **runtime), with torch's own argument checks (LBFGS takes one parameter group,
-    lr must be positive, ...) and ours reported as a UserError that names the config key."""
-    try:
-        return instantiate(config, **runtime, _convert_="all")
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise UserError(f"{key} ({config['_target_']}) cannot be built with these settings: {error.__cause__}. "
-                        f"Change the {key}.* keys named there.") from None
 
 
 def build_optimizer(module: nn.Module, optimizer: dict, grouping: dict | None) -> torch.optim.Optimizer:
@@ -126,7 +118,7 @@ class SparseAdamWithDense(torch.optim.Optimizer):
         if self.dense is None:
             raise UserError("optimizer=sparse_adam has no dense optimizer here (every parameter was a sparse "
                             "embedding), so parameters unfrozen later cannot be added. Leave them unfrozen.")
-        self.dense.add_param_group(param_group)  # unfrozen parameters (lightlab.finetuning) are dense ones
+        self.dense.add_param_group(param_group)  # unfrozen parameters (lightlab.callbacks.finetuning) are dense ones
         self.param_groups.append(self.dense.param_groups[-1])
 
     @torch.no_grad()

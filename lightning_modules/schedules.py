@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from lightlab.config_checks import locate
+from lightlab.base.objects import locate
 
 
 def lambda_schedule(optimizer: torch.optim.Optimizer, function: str, arguments: dict | None = None):

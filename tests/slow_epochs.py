@@ -11,8 +11,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from lightlab.atomic_checkpoints import AtomicCheckpointIO
-from lightlab.atomic_files import write_atomically
+from lightlab.base.files import write_atomically
+from lightlab.callbacks.atomic_checkpoints import AtomicCheckpointIO
 
 
 class PauseBeforeEpoch(pl.Callback):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hydra.utils import instantiate
 
 from benchmarks import flops

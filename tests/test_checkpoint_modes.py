@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_modules.classification import ClassificationModule
+from lightning_modules.tasks.classification import ClassificationModule
 from tests.conftest import ROOT, quick_overrides, run_cli, write_tiny_mnist, write_tiny_text
 
 QUIET = "print_config=false"

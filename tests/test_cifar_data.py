@@ -10,7 +10,7 @@ import torch
 
 from datamodules.augment import cutout, random_crop_flip
 from datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 from tests.conftest import write_cifar10, write_cifar100
 
 

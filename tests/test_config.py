@@ -6,12 +6,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightlab.compose import CONFIG_DIR, compose_config
-from lightlab.config_checks import check_config
-from lightlab.errors import UserError
-from lightlab.run_directory import numbered_dir
+from lightlab.base.errors import UserError
+from lightlab.config.checks import check_config
+from lightlab.lightning_internals.ddp_launch import JobDDPStrategy
+from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightlab.run.folders import numbered_dir
 from run import build
-from lightlab.distributed import JobDDPStrategy
 from tests.conftest import write_cifar10, write_cifar100, write_tiny_mnist, write_tiny_text
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
@@ -77,12 +77,12 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
 
 
 @pytest.mark.parametrize("override,message", [
-    ("+model.hiden_dims=[8]", r"'model.hiden_dims' is not a parameter of lightning_modules.mlp.MLP \(it accepts: "
+    ("+model.hiden_dims=[8]", r"'model.hiden_dims' is not a parameter of lightning_modules.networks.mlp.MLP \(it accepts: "
                               r"input_shape, num_classes, hidden_dims"),
     ("trainer.max_epochs=abc", r"'trainer.max_epochs' is 'abc' \(str\) but pytorch_lightning.Trainer expects int"),
     ("model.activation=relux", r"'model.activation' is 'relux' .* expects one of 'relu', 'gelu'"),
     ("model.hidden_dims=[8,x]", r"'model.hidden_dims' is \[8, 'x'\] .* expects list of int"),
-    ("model.dropout=high", r"'model.dropout' is 'high' \(str\) but lightning_modules.mlp.MLP expects float"),
+    ("model.dropout=high", r"'model.dropout' is 'high' \(str\) but lightning_modules.networks.mlp.MLP expects float"),
     ("data.batch_size=???", r"config value\(s\) not set: data.batch_size"),
     ("optimizer._target_=torch.optim.Adamm", r"optimizer._target_: cannot import 'torch.optim.Adamm'"),
     ("seed=zero", r"'seed' is 'zero' \(str\) but the run settings expect int"),

@@ -1,4 +1,4 @@
-"""Export (lightlab/export.py): every model config's network as a state_dict + YAML that rebuild it without
+"""Export (lightlab/run/export.py): every model config's network as a state_dict + YAML that rebuild it without
 Lightning, as TorchScript and as ONNX, each giving the trained network's outputs, also at another batch size."""
 import re
 import subprocess
@@ -11,10 +11,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lightlab.compose import CONFIG_DIR, compose_config
-from lightlab.errors import UserError
-from lightlab.export import export_network
-from lightning_modules.classification import ClassificationModule
+from lightlab.base.errors import UserError
+from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightlab.run.export import export_network
+from lightning_modules.tasks.classification import ClassificationModule
 from tests.conftest import ROOT
 
 # The tests load TorchScript files themselves: torch 2.13 deprecates torch.jit (export_network silences its own).

@@ -7,17 +7,18 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
-from torch.utils.data import DataLoader, TensorDataset
-from torchmetrics.classification import MulticlassAccuracy
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.trainer.connectors.data_connector import _DataHookSelector
 from pytorch_lightning.utilities.model_helpers import is_overridden
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
 
-from lightlab.compose import compose_config
-from lightlab.fast_loop import FastHooksModule, NoProfiler, StepRichProgressBar
-from lightning_modules.classification import ClassificationModule
+from lightlab.callbacks.progress_bar import StepRichProgressBar
+from lightlab.lightning_internals.hook_dispatch import FastHooksModule, NoProfiler
+from lightlab.run.compose import compose_config
+from lightning_modules.tasks.classification import ClassificationModule
 from run import build, train
 from tests.conftest import quick_overrides, write_tiny_mnist, write_tiny_text
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from lightning_modules.fused_activation import FusedBiasReLU, FusedBiasReLULayer
-from lightning_modules.mlp import MLP
+from lightning_modules.networks.fused_activation import FusedBiasReLU, FusedBiasReLULayer
+from lightning_modules.networks.mlp import MLP
 
 
 class ForgetsTheMask(FusedBiasReLU):

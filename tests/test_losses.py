@@ -4,11 +4,18 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from lightlab.compose import CONFIG_DIR, compose_config
-from lightlab.config_checks import check_config
-from lightlab.errors import UserError
-from lightning_modules.losses import (BCEWithLogitsLoss, CrossEntropyLoss, FocalLoss, L1Loss, MSELoss, NLLLoss,
-                                      SmoothL1Loss)
+from lightlab.base.errors import UserError
+from lightlab.config.checks import check_config
+from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightning_modules.losses import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    FocalLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 
 LOSSES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
 CLASSES = 5

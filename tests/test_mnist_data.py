@@ -10,7 +10,7 @@ import torch
 from datamodules.download import download_file, md5_of
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule, read_idx
 from datamodules.tensor_batches import TensorBatches
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 from tests.conftest import write_idx, write_tiny_mnist
 
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lightlab.compose import CONFIG_DIR, compose_config
-from lightning_modules.cnn import BasicCNN
-from lightning_modules.mlp import MLP, HiddenBlock
+from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightning_modules.networks.cnn import BasicCNN
+from lightning_modules.networks.mlp import MLP, HiddenBlock
 
 # Image networks and image data; the sequence models and text data (their configs build on _recurrent / _text)
 # are tested over each other in tests/test_text.py.

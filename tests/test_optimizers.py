@@ -5,16 +5,15 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from datamodules.tensor_batches import TensorBatches
-from lightlab.compose import compose_config
-from lightlab.errors import UserError
-from lightlab.finetuning import load_network_weights
-from lightning_modules.classification import ClassificationModule
+from lightlab.base.errors import UserError
+from lightlab.callbacks.finetuning import load_network_weights
+from lightlab.run.compose import compose_config
+from lightning_modules.tasks.classification import ClassificationModule
 from run import build, train
 from tests.conftest import quick_overrides, require_real_data, run_cli
 
@@ -250,7 +249,7 @@ OPTIMIZER_CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": 
 
 
 def test_every_optimizer_option_builds_its_torch_class_with_the_configured_arguments(tmp_path, tiny_data):
-    from lightlab.compose import CONFIG_DIR
+    from lightlab.run.compose import CONFIG_DIR
 
     options = {path.stem for path in (CONFIG_DIR / "optimizer").glob("*.yaml")}
     assert options == set(OPTIMIZER_CLASSES) | {"sparse_adam"}  # sparse_adam: tested above

@@ -3,8 +3,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lightlab.compose import compose_config
-from lightning_modules.resnet import ResidualBlock, ResNet
+from lightlab.run.compose import compose_config
+from lightning_modules.networks.resnet import ResidualBlock, ResNet
 
 
 @pytest.mark.parametrize("blocks_per_stage,expected", [([2, 2, 2, 2], 11_689_512), ([3, 4, 6, 3], 21_797_672)])

@@ -118,8 +118,8 @@ def test_sigkill_while_last_ckpt_is_replaced_leaves_the_previous_one_loadable(tm
 def test_a_failing_save_keeps_the_previous_checkpoint_and_names_the_file(tmp_path, monkeypatch):
     import errno
 
-    from lightlab.atomic_checkpoints import AtomicCheckpointIO
-    from lightlab.errors import UserError
+    from lightlab.base.errors import UserError
+    from lightlab.callbacks.atomic_checkpoints import AtomicCheckpointIO
 
     path = tmp_path / "checkpoints" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"epoch": 1}, path)

@@ -55,7 +55,7 @@ def test_checkpoints_load_weights_only_and_in_a_fresh_process(tiny_run):
     for checkpoint in (run_dir / "checkpoints").glob("*.ckpt"):
         loaded = torch.load(checkpoint, weights_only=True)
         assert loaded["hyper_parameters"]["net"]["hidden_dims"] == [32]
-    script = ("import sys, torch; from lightning_modules.classification import ClassificationModule as M; "
+    script = ("import sys, torch; from lightning_modules.tasks.classification import ClassificationModule as M; "
               "m = M.load_from_checkpoint(sys.argv[1]); print(tuple(m(torch.zeros(3, 1, 28, 28)).shape))")
     result = subprocess.run([sys.executable, "-c", script, str(run_dir / "checkpoints" / "last.ckpt")],
                             cwd=ROOT, capture_output=True, text=True)
@@ -82,7 +82,7 @@ def test_unknown_key_fails_fast_naming_it(tmp_path):
     assert "Could not override 'trainer.max_epoch'" in result.stderr and "Key 'max_epoch' is not in struct" in result.stderr
     result = run_cli("+model.widths=[3]", f"paths.log_dir={tmp_path}", "paths.data_dir=/nonexistent")
     assert result.returncode == 2
-    assert "'model.widths' is not a parameter of lightning_modules.mlp.MLP" in result.stderr
+    assert "'model.widths' is not a parameter of lightning_modules.networks.mlp.MLP" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 30
 
@@ -90,7 +90,7 @@ def test_unknown_key_fails_fast_naming_it(tmp_path):
 def test_missing_data_directory_says_what_and_where(tmp_path):
     result = run_cli(f"paths.data_dir={tmp_path}/absent", f"paths.log_dir={tmp_path}/logs", "data.download=false")
     assert result.returncode == 2
-    assert f"MNIST files not found: expected train-images-idx3-ubyte.gz" in result.stderr
+    assert "MNIST files not found: expected train-images-idx3-ubyte.gz" in result.stderr
     assert f"{tmp_path}/absent/MNIST/raw" in result.stderr and "DATA_DIR" in result.stderr
     assert "Traceback" not in result.stderr
 

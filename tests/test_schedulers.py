@@ -7,8 +7,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim import lr_scheduler
 
-from lightlab.compose import CONFIG_DIR, compose_config
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
+from lightlab.run.compose import CONFIG_DIR, compose_config
 from lightning_modules.schedules import warmup_inverse_square_root
 from run import train
 from tests.conftest import quick_overrides, run_cli

@@ -4,11 +4,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightlab.compose import compose_config
-from lightlab.errors import UserError
-from lightlab.feature_maps import FeatureMaps
-from lightning_modules.classification import ClassificationModule
-from lightning_modules.fast_cifar_net import FastCIFARNet
+from lightlab.base.errors import UserError
+from lightlab.callbacks.feature_maps import FeatureMaps
+from lightlab.run.compose import compose_config
+from lightning_modules.networks.fast_cifar_net import FastCIFARNet
+from lightning_modules.tasks.classification import ClassificationModule
 from run import build
 from tests.conftest import write_cifar10
 
@@ -106,7 +106,7 @@ def test_test_time_flip_scores_image_and_mirror_alike(tmp_path, cifar_data):
 
 def test_test_time_flip_is_refused_for_inputs_that_are_not_images():
     with pytest.raises(UserError, match="test_time_flip=true mirrors images.*shape \\[50\\]"):
-        ClassificationModule(net={"_target_": "lightning_modules.mlp.MLP"}, optimizer={}, loss={},
+        ClassificationModule(net={"_target_": "lightning_modules.networks.mlp.MLP"}, optimizer={}, loss={},
                              input_shape=[50], num_classes=2, test_time_flip=True)
 
 

@@ -41,7 +41,7 @@ def test_a_failing_job_is_recorded_the_others_run_and_the_summary_marks_the_best
     # On demand, for an existing sweep folder: the same table.
     before = (sweep / "summary.csv").read_text()
     (sweep / "summary.csv").unlink()
-    again = subprocess.run([sys.executable, "-m", "lightlab.sweep_summary", str(sweep)], cwd=ROOT, capture_output=True,
+    again = subprocess.run([sys.executable, "-m", "lightlab.sweeps.summary", str(sweep)], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (sweep / "summary.csv").read_text() == before
@@ -66,7 +66,7 @@ def test_seed_sweeps_report_mean_and_spread_per_configuration(tmp_path):
 def test_a_job_whose_metric_is_not_finite_counts_as_failed(tmp_path):
     import json
 
-    from lightlab.sweep_summary import job_rows, record_outcome
+    from lightlab.sweeps.summary import job_rows, record_outcome
 
     for job, value in ((0, 0.9), (1, float("nan"))):
         folder = tmp_path / str(job)
@@ -170,7 +170,7 @@ def test_optuna_search_space_syntax():
     import optuna
 
     from hydra_plugins.lightlab_optuna_sweeper.optuna_sweeper import search_space
-    from lightlab.errors import UserError
+    from lightlab.base.errors import UserError
 
     space = search_space({"lr": "tag(log, interval(1e-5, 1e-1))", "width": "int(interval(8, 64))",
                           "batch": "choice(32, 64)", "layers": "choice([8], [16, 8])", "steps": "range(2, 10, 2)",
@@ -215,8 +215,8 @@ def test_parallel_launcher_runs_jobs_in_their_own_processes_with_a_share_of_the_
 def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer_and_its_local_mode_runs_a_sweep(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from lightlab.compose import CONFIG_DIR
-    from lightlab.run_directory import register_resolvers
+    from lightlab.run.compose import CONFIG_DIR
+    from lightlab.run.folders import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -243,9 +243,9 @@ def test_gpu_launcher_gives_every_worker_process_one_gpu_and_each_gpu_its_jobs_p
 
     from hydra import compose, initialize_config_dir
 
-    from lightlab.compose import CONFIG_DIR
-    from lightlab.device_slots import OneGPUPerJob
-    from lightlab.run_directory import register_resolvers
+    from lightlab.run.compose import CONFIG_DIR
+    from lightlab.run.folders import register_resolvers
+    from lightlab.sweeps.device_slots import OneGPUPerJob
 
     register_resolvers()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
@@ -259,7 +259,7 @@ def test_gpu_launcher_gives_every_worker_process_one_gpu_and_each_gpu_its_jobs_p
 
     (tmp_path / "config.pickle").write_bytes(pickle.dumps(cfg))
     release = tmp_path / "release"  # a worker lives (holding its slot) until this file exists
-    worker = ("import os, pickle, sys, time; from lightlab.device_slots import OneGPUPerJob; "
+    worker = ("import os, pickle, sys, time; from lightlab.sweeps.device_slots import OneGPUPerJob; "
               f"cfg = pickle.load(open({str(tmp_path / 'config.pickle')!r}, 'rb')); "
               "callback = OneGPUPerJob(2); callback.on_job_start(cfg); callback.on_job_start(cfg); "
               "print(os.environ['CUDA_VISIBLE_DEVICES'], flush=True); "

@@ -12,11 +12,15 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.mnist import MNISTDataModule
-from lightlab.compose import compose_config
-from lightlab.config_checks import check_config
-from lightning_modules.metric_learning import (MetricLearningModule, batch_hard_triplets, knn_predict,
-                                               semi_hard_triplets)
-from lightning_modules.multitask import TARGETS, MultiTaskLoss
+from lightlab.config.checks import check_config
+from lightlab.run.compose import compose_config
+from lightning_modules.tasks.metric_learning import (
+    MetricLearningModule,
+    batch_hard_triplets,
+    knn_predict,
+    semi_hard_triplets,
+)
+from lightning_modules.tasks.multitask import TARGETS, MultiTaskLoss
 from run import build
 from tests.conftest import ROOT, quick_overrides, require_real_data, run_cli
 
@@ -82,7 +86,7 @@ def test_semi_hard_never_pairs_a_sample_with_itself_and_skips_anchors_without_a_
 def test_triplet_loss_gradients_repeat_exactly():
     """Runs with one seed repeat exactly only if a sample's gradients from its many triplets add up in a fixed
     order (embeddings[indices] does not guarantee that on a multi-threaded CPU; index_select does)."""
-    module = MetricLearningModule(net={"_target_": "lightning_modules.mlp.MLP", "hidden_dims": [32]}, optimizer={},
+    module = MetricLearningModule(net={"_target_": "lightning_modules.networks.mlp.MLP", "hidden_dims": [32]}, optimizer={},
                                   loss={"_target_": "torch.nn.TripletMarginLoss", "margin": 0.2},
                                   input_shape=[1, 28, 28], num_classes=10)
     generator = torch.Generator().manual_seed(0)
@@ -191,7 +195,7 @@ def test_metric_learning_end_to_end_on_tiny_data(mining, tiny_data, tmp_path):
     # A fresh process: rebuilt from the checkpoint alone, then tested on a DataModule that was never fitted
     # (so the kNN references come from setting up the training split on demand).
     script = ("import sys, torch, pytorch_lightning as pl; from datamodules.mnist import MNISTDataModule; "
-              "from lightning_modules.metric_learning import MetricLearningModule as M; "
+              "from lightning_modules.tasks.metric_learning import MetricLearningModule as M; "
               "m = M.load_from_checkpoint(sys.argv[1]); print(tuple(m(torch.zeros(3, 1, 28, 28)).shape)); "
               "d = MNISTDataModule(sys.argv[2], [], val_size=64, eval_batch_size=64, download=False); "
               "t = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False); "
@@ -224,7 +228,7 @@ def test_multitask_end_to_end_on_tiny_data_logs_every_task(tiny_data, tmp_path):
     loaded = torch.load(checkpoint, weights_only=True)
     assert loaded["state_dict"]["loss.log_vars"].shape == (3,)
     assert set(loaded["hyper_parameters"]["tasks"]) == {"class", "ink", "parity"}
-    script = ("import sys, torch; from lightning_modules.multitask import MultiTaskModule as M; "
+    script = ("import sys, torch; from lightning_modules.tasks.multitask import MultiTaskModule as M; "
               "m = M.load_from_checkpoint(sys.argv[1]); "
               "print(sorted((k, tuple(v.shape)) for k, v in m(torch.zeros(3, 1, 28, 28)).items()))")
     output = fresh_process(script, str(checkpoint)).strip().splitlines()[-1]

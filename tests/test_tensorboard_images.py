@@ -1,4 +1,4 @@
-"""TensorBoard's IMAGES, TEXT and HISTOGRAMS of a run (lightlab/evaluation_images.py, lightlab/parameter_histograms.py):
+"""TensorBoard's IMAGES, TEXT and HISTOGRAMS of a run (lightlab/callbacks/evaluation_images.py, lightlab/callbacks/parameter_histograms.py):
 short real runs of run.py on tiny data, their event files read back with TensorBoard's own reader."""
 import io
 
@@ -8,7 +8,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.vocabulary import Vocabulary
-from lightlab.evaluation_images import channel_grid, confusion_image, misclassified_table
+from lightlab.callbacks.evaluation_images import channel_grid, confusion_image, misclassified_table
 from tests.conftest import quick_overrides, run_cli, write_tiny_mnist, write_tiny_text
 
 # model=cnn, small: two blocks of 4 and 8 channels, both pooled (28x28 -> 7x7)

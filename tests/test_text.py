@@ -11,10 +11,10 @@ from hydra.utils import instantiate
 from datamodules.sequence_batches import SequenceBatches
 from datamodules.text import TextClassificationDataModule
 from datamodules.vocabulary import PAD_ID, UNKNOWN_ID, Vocabulary, padded_ids, tokenize
-from lightlab.compose import CONFIG_DIR, compose_config
-from lightlab.errors import UserError
-from lightlab.feature_maps import FeatureMaps
-from lightning_modules.recurrent import RecurrentClassifier
+from lightlab.base.errors import UserError
+from lightlab.callbacks.feature_maps import FeatureMaps
+from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightning_modules.networks.recurrent import RecurrentClassifier
 from run import build
 from tests.conftest import ROOT, require_real_data, run_cli, write_tiny_text
 
@@ -205,7 +205,7 @@ def test_predictions_after_a_restart_use_the_checkpoints_vocabulary(text_data, t
     module.eval()
     with torch.no_grad():
         in_process = [datamodule.classes[i] for i in module.scores(*datamodule.encode(sentences)).argmax(1).tolist()]
-    script = ("import json, sys; from lightlab.predict import predict_texts; "
+    script = ("import json, sys; from lightlab.run.predict import predict_texts; "
               "print(json.dumps(predict_texts(sys.argv[1], json.loads(sys.argv[2]))))")
     # A fresh process whose data folder and cache are gone: the checkpoint alone must do.
     for path in sorted(text_data.rglob("*"), reverse=True):

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from datamodules.text_formats import read_ag_news, read_mr, read_sms_spam, read_sst2, read_table, read_trec
-from lightlab.errors import UserError
+from lightlab.base.errors import UserError
 from tests.conftest import REAL_DATA
 
 AG_NEWS = ('"3","Wall St. Bears Claw Back\\$1B","Short-sellers, Wall Street\'s dwindling\\band, are back."\n'

@@ -5,7 +5,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightlab.compose import compose_config
+from lightlab.run.compose import compose_config
 from run import build
 from tests.conftest import quick_overrides
 

@@ -2,7 +2,7 @@
 
 hydra-optuna-sweeper 1.3 pins optuna<3 and never hands the job a trial, so trials cannot be pruned. Here the
 sweeper asks the study for `n_jobs` trials at a time, turns each trial's suggestions into the job's overrides,
-writes the trial's identity into the job's folder (lightlab/optuna_pruning.py reads it and reports every epoch's
+writes the trial's identity into the job's folder (lightlab/sweeps/optuna_pruning.py reads it and reports every epoch's
 metric to the trial), launches the batch with the configured launcher (basic, parallel, slurm), and tells the
 study each job's outcome: its objective, pruned, or failed.
 
@@ -26,21 +26,13 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lightlab.errors import UserError
-from lightlab.sweep_summary import job_outcome, write_json
+from lightlab.base.errors import UserError
+from lightlab.sweeps.optuna_trials import write_trial_file
+from lightlab.sweeps.summary import job_outcome, write_json
+
 
 # Hydra imports every plugin module when it starts, before it sets up logging: nothing heavy here (Lightning,
 # imported this early, would attach its own log handler and keep its messages out of the run's log file).
-TRIAL_FILE = "optuna_trial.json"  # the trial's identity in its job folder, for lightlab/optuna_pruning.py
-
-
-def write_trial_file(job_dir: Path, storage: str, study_name: str, trial_id: int, number: int, pruner: dict) -> None:
-    """`pruner` is the sweeper's pruner config: a study loaded without one would prune by Optuna's default."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_json(job_dir / TRIAL_FILE, {"storage": storage, "study_name": study_name, "trial_id": trial_id,
-                                      "number": number, "pruner": pruner})
-
-
 def search_space(params: dict) -> dict[str, Any]:
     """{key: a function trial -> the override's value text} for each entry of `params`."""
     parser = OverridesParser.create()
