@@ -4,15 +4,9 @@ compose (Hydra, conf/) -> check the config -> build data, model, callbacks, logg
 -> fit -> test the best checkpoint -> print a summary -> return the monitored metric (for sweepers).
 With mode=test, predict or export and ckpt_path=…, a trained checkpoint is used instead of training one.
 """
-import os
-import sys
-import time
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from lightlab.base.errors import UserError
 from lightlab.config.checks import check_config
 from lightlab.run.folders import register_resolvers
 
@@ -106,55 +100,12 @@ def use_checkpoint(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    """The config was checked before Hydra made this run's folder (lightlab/run/job.py, CheckBeforeWriting). The Job
+    knows what this process is (a run, a named run, a sweep job, a DDP rank, a checkpoint mode) and turns the
+    outcome into an exit code: 0 done, 1 crash, 2 bad input, 130/143 interrupted with a checkpoint (README)."""
+    from lightlab.run.job import Job
 
-    from lightlab.sweeps.summary import objective, record_outcome, resume_job
-
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    overrides, started = HydraConfig.get().overrides.task, time.monotonic()
-    rank_of_job = os.environ.get("LIGHTLAB_RANK_OF_JOB")  # a DDP rank of a job: rank 0 reports (lightlab/lightning_internals/ddp_launch.py)
-    # A folder with a stable identity (a sweep job, or run_name=…): re-running the command continues it.
-    tracked = (in_sweep or (cfg.run_name is not None and cfg.mode == "train")) and not rank_of_job
-    try:
-        earlier = resume_job(cfg, overrides) if tracked else None  # completed: not run again; interrupted: resumed
-        if earlier is not None:
-            return objective(earlier["metrics"], cfg.monitor)
-        if cfg.mode == "train":
-            metrics = train(cfg)["metrics"]
-        elif in_sweep:
-            raise UserError(f"mode={cfg.mode} uses one checkpoint: run it without -m (once per checkpoint).")
-        else:  # (a DDP rank of such a command starts from the config its rank 0 settled)
-            from lightlab.run.checkpoint_modes import checkpoint_config
-            check_config(cfg)  # this command's own keys (mode=…) first
-            metrics = use_checkpoint(cfg if rank_of_job else checkpoint_config(cfg, overrides))["metrics"]
-    except Exception as error:
-        if tracked:  # recorded in the run's folder: status.json, failure.txt
-            record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started, error)
-        if in_sweep:  # the sweep goes on and exits non-zero at its end
-            print(f"error: {error}", file=sys.stderr)
-            return None
-        if rank_of_job:
-            print(f"error in rank {os.environ.get('LOCAL_RANK')}: {error}", file=sys.stderr)
-            return None
-        if isinstance(error, UserError):
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
-        raise
-    except SystemExit:  # SIGTERM or Ctrl-C during training (lightlab/callbacks/preemption.py): a checkpoint to continue from
-        from lightlab.callbacks.preemption import exit_code, report_stop
-        if exit_code() is None:
-            raise
-        if rank_of_job:  # rank 0 reports and exits with the code; a rank exiting non-zero would get rank 0 killed
-            return None
-        sys.exit(report_stop(resumable_by_rerun=tracked))
-    finally:
-        if os.environ.get("LOCAL_RANK") == "0":  # this job started DDP ranks: end them before the next job
-            from lightlab.lightning_internals.ddp_launch import end_ranks
-            end_ranks()
-    if tracked:
-        record_outcome(Path(cfg.paths.output_dir), overrides, time.monotonic() - started)
-    return objective(metrics, cfg.monitor)  # what sweepers optimise
+    return Job(cfg).run(train, use_checkpoint)  # what sweepers optimise: the monitored metric
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from torch import nn
 from lightlab.base.errors import UserError
 from lightlab.base.objects import build
 
-NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+# Public classes only (torch's common base of batch and instance norm, _NormBase, is private).
+NORMALIZATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+                        nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 # Scheduler arguments that give a schedule's length. Left null in conf/scheduler, they are filled in
 # with the run's length in the scheduler's own unit (epochs or optimizer steps; see

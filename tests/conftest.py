@@ -136,16 +136,51 @@ def write_tiny_text(data_dir: Path, train: int = 300, test: int = 80) -> Path:
     return data_dir
 
 
-# Seconds the longest real-data runs take on one thread of this 2-core machine (pytest --durations); other slow
-# tests count as a minute. Only the order of the tests depends on it.
+# The tiers, one folder each (README, Tests): a test's tier is its folder's, unless it is marked with another
+# (a real-data test among a folder of unit tests). `python -m pytest -m unit` runs the fast tier alone.
+TIERS = {"unit": "in-process, synthetic data, no subprocess: seconds each",
+         "config": "every option of every conf/ group, composed, checked and trained for two steps",
+         "data": "the real datasets in DATA_DIR, trained to their reference scores",
+         "runs": "whole `python run.py` processes: modes, sweeps, DDP, TensorBoard files",
+         "reliability": "signals, kills, faults and the bad-input table"}
+# Seconds the longest tests take on one thread of this 2-core machine (pytest --durations); the others count as
+# their tier's typical time. Only the order of the tests depends on it.
 SLOW_TEST_SECONDS = {"[fashion_mnist_cnn-": 270, "[sst2_bilstm_attention-": 245, "[mnist_cnn-": 220}
+TIER_SECONDS = {"unit": 0, "config": 5, "runs": 10, "data": 60, "reliability": 60}
+
+
+def tier_of(item) -> str:
+    marked = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
+    return marked[0] if marked else Path(item.fspath).parent.name
 
 
 def pytest_collection_modifyitems(items):
-    """Longest first. The two xdist workers take tests one at a time from this list (pyproject: --dist load
-    --maxschedchunk 1), so the long real-data runs start at once and the short tests fill in around them."""
+    """Each test gets its tier's marker; then longest first. The two xdist workers take tests one at a time from
+    this list (pyproject: --dist load --maxschedchunk 1), so the long real-data runs start at once and the short
+    tests fill in around them."""
+    for item in items:
+        tier = tier_of(item)
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+
     def seconds(item):
-        if item.get_closest_marker("slow") is None:
-            return 0
-        return next((s for key, s in SLOW_TEST_SECONDS.items() if key in item.nodeid), 60)
+        return next((s for key, s in SLOW_TEST_SECONDS.items() if key in item.nodeid), TIER_SECONDS[tier_of(item)])
     items.sort(key=seconds, reverse=True)  # stable: the short tests keep their order
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_python_process(request, monkeypatch):
+    """The unit tier's promise, enforced: a unit test that starts a Python process (`python run.py`, a script)
+    fails and says where it belongs. (A run's own `git` call for provenance.json is not a test's process.)"""
+    if tier_of(request.node) != "unit":
+        return
+    start = subprocess.Popen.__init__
+
+    def refuse_python(self, command, *args, **kwargs):
+        program = command[0] if isinstance(command, (list, tuple)) else str(command).split()[0]
+        if "python" in Path(str(program)).name:
+            raise AssertionError(f"a unit test started a Python process ({command}): move it to tests/runs/ or "
+                                 f"mark it @pytest.mark.runs")
+        start(self, command, *args, **kwargs)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse_python)

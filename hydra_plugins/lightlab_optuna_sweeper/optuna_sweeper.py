@@ -28,7 +28,8 @@ from omegaconf import OmegaConf
 
 from lightlab.base.errors import UserError
 from lightlab.sweeps.optuna_trials import write_trial_file
-from lightlab.sweeps.summary import job_outcome, write_json
+from lightlab.base.files import write_json
+from lightlab.sweeps.summary import job_outcome
 
 
 # Hydra imports every plugin module when it starts, before it sets up logging: nothing heavy here (Lightning,

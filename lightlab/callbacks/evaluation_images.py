@@ -21,6 +21,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lightlab.base.errors import UserError
+from lightlab.base.loggers import tensorboard_loggers
+from lightlab.base.ranks import is_rank_zero
 from lightlab.callbacks.feature_maps import FeatureMaps
 from lightning_modules.tasks.classification import ClassificationModule
 
@@ -56,7 +58,7 @@ class EvaluationImages(pl.Callback):
 
     # --- before any batch: nothing to draw on, or a setting that cannot work, is known now --------------------
     def setup(self, trainer, module, stage: str) -> None:
-        self.loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        self.loggers = tensorboard_loggers(trainer)
         if not self.loggers:  # logger=csv or none: nowhere to draw, so nothing is drawn or checked
             return
         datamodule = trainer.datamodule
@@ -143,7 +145,7 @@ class EvaluationImages(pl.Callback):
         if not self.loggers or trainer.sanity_checking:
             return
         matrix = self.confusion.compute() if self.confusion is not None and self.confusion.update_called else None
-        if not trainer.is_global_zero:  # compute() above ran on every process: it syncs them
+        if not is_rank_zero(trainer):  # compute() above ran on every process: it syncs them
             return
         step = trainer.global_step
         if matrix is not None:
@@ -157,7 +159,7 @@ class EvaluationImages(pl.Callback):
         if not self.loggers:
             return
         matrix = self.confusion.compute() if self.confusion is not None and self.confusion.update_called else None
-        if not trainer.is_global_zero:
+        if not is_rank_zero(trainer):
             return
         step = trainer.global_step
         if matrix is not None:

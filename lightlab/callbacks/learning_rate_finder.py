@@ -4,8 +4,10 @@ It trains for `num_steps` steps with an exponentially rising learning rate, rest
 and suggests the rate where the loss fell fastest. The curve goes to lr_finder.json and lr_finder.png
 in the run directory and to TensorBoard (image "lr_finder").
 """
-import json
 from pathlib import Path
+
+from lightlab.base.files import write_json
+from lightlab.base.loggers import tensorboard_loggers
 
 
 class LearningRateFinder:
@@ -25,7 +27,6 @@ class LearningRateFinder:
             print("lr finder: skipped: this run continues from a checkpoint, whose optimizer keeps its learning rate")
             return None
         import matplotlib
-        from pytorch_lightning.loggers import TensorBoardLogger
         from pytorch_lightning.tuner import Tuner
 
         matplotlib.use("Agg")
@@ -38,14 +39,12 @@ class LearningRateFinder:
             schedule = (module.hparams.get("scheduler") or {}).get("scheduler", {})
             if "max_lr" in schedule:  # OneCycle/Cyclic set the rate from max_lr: the suggestion is that peak
                 schedule["max_lr"] = suggestion
-        (run_dir / "lr_finder.json").write_text(json.dumps({
-            "suggestion": suggestion, "applied": applied, "configured_lr": initial,
-            "lr": finder.results["lr"], "loss": finder.results["loss"]}, indent=1) + "\n")
+        write_json(run_dir / "lr_finder.json", {"suggestion": suggestion, "applied": applied, "configured_lr": initial,
+                                                "lr": finder.results["lr"], "loss": finder.results["loss"]}, indent=1)
         figure = finder.plot(suggest=suggestion is not None)
         figure.savefig(run_dir / "lr_finder.png", dpi=100)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("lr_finder", figure, global_step=0)
+        for logger in tensorboard_loggers(trainer):
+            logger.experiment.add_figure("lr_finder", figure, global_step=0)
         verb = "training with it" if applied else f"only reported (training with the configured {initial:g})"
         print(f"lr finder: suggested lr {suggestion if suggestion is None else f'{suggestion:.3g}'}; {verb}")
         return suggestion

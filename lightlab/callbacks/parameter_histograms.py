@@ -7,9 +7,10 @@ is trainer.global_step. 0 switches it off; between the chosen epochs a step cost
 """
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightlab.base.errors import UserError
+from lightlab.base.loggers import tensorboard_loggers
+from lightlab.base.ranks import is_rank_zero
 
 
 class ParameterHistograms(pl.Callback):
@@ -23,7 +24,7 @@ class ParameterHistograms(pl.Callback):
     def due(self, trainer) -> bool:
         """This epoch is one of every N, and there is a TensorBoard to write to (process 0 writes)."""
         return (self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-                and trainer.is_global_zero and any(isinstance(l, TensorBoardLogger) for l in trainer.loggers))
+                and is_rank_zero(trainer) and bool(tensorboard_loggers(trainer)))
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self.gradients_due = self.due(trainer)
@@ -39,7 +40,7 @@ class ParameterHistograms(pl.Callback):
             self.write(trainer, "weights", dict(module.named_parameters()))
 
     def write(self, trainer, kind: str, tensors: dict[str, torch.Tensor]) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        loggers = tensorboard_loggers(trainer)
         for name, tensor in tensors.items():
             values = tensor.detach()
             if values.is_sparse:  # sparse embedding gradients: the rows the batch touched

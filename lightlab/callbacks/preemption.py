@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lightlab.lightning_internals.trainer_state import epoch_finished, lr_finder_running, stop_after_this_step
+
 stopped: dict = {}  # {"signal": ..., "checkpoint": ...} once this process has stopped for a signal
 received: dict = {}  # {"signal": SIGINT} when Ctrl-C, not SIGTERM, set Lightning's stop flag
 
@@ -35,7 +37,7 @@ class CheckpointOnSignal(pl.Callback):
     def interrupt(self, trainer, signum, frame) -> None:
         signal.signal(signal.SIGINT, self.previous_handler)
         received["signal"] = signal.SIGINT
-        trainer._signal_connector.received_sigterm = True  # what Lightning's own SIGTERM handler sets
+        stop_after_this_step(trainer)
         print("\nCtrl-C: stopping after this step, with a checkpoint (Ctrl-C again: at once, without one)",
               file=sys.stderr)
 
@@ -44,7 +46,7 @@ class CheckpointOnSignal(pl.Callback):
         # Lightning then skips ReduceLROnPlateau's step (it assumes the monitored metrics died with the process). This
         # epoch validated again, so the step is taken here, at the epoch where the uninterrupted run took it.
         loop = trainer.fit_loop
-        if loop.restarting and loop.epoch_loop._num_ready_batches_reached():
+        if loop.restarting and epoch_finished(loop):
             loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=True)
 
     def teardown(self, trainer, module, stage: str) -> None:
@@ -64,7 +66,7 @@ class CheckpointOnSignal(pl.Callback):
         # Ctrl-C (anywhere, maybe inside a step). Otherwise the last epoch's last.ckpt is what a resume starts from.
         between_steps = (isinstance(exception, SIGTERMException) and trainer.state.fn == TrainerFn.FITTING
                          and not (trainer.validating or trainer.sanity_checking)
-                         and not any(type(c).__name__ == "_LRCallback" for c in trainer.callbacks))
+                         and not lr_finder_running(trainer))
         if between_steps:
             trainer.save_checkpoint(self.path)
         stopped.update(signal=number, checkpoint=str(self.path) if self.path.is_file() else None)

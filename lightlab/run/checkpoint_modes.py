@@ -10,14 +10,14 @@ numbers. Single keys can still be changed on the command line (`data.eval_batch_
 cpu`, `paths.data_dir=…`); group options (`data=cifar10`) would describe another run and are refused.
 """
 import csv
-import json
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightlab.base.errors import UserError
-from lightlab.base.files import write_atomically
+from lightlab.base.files import write_atomically, write_json
+from lightlab.base.ranks import is_rank_zero
 from lightlab.callbacks.evaluation_images import class_names
 from lightlab.run.compose import CONFIG_DIR
 from lightlab.run.folders import checkpoint_run_folder
@@ -94,7 +94,7 @@ def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) 
                                                  probabilities.tolist()):
                 writer.writerow([row_id, names[label] if label >= 0 else "", names[guess], *(f"{p:.6g}" for p in row)])
 
-    if trainer.is_global_zero:
+    if is_rank_zero(trainer):
         write_atomically(path, write)  # a complete file or none
         print(f"predictions: {path} ({len(labels)} rows)")
     metrics = {"predict/count": float(len(labels))}
@@ -134,6 +134,6 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     else:
         preprocessing = {"input_shape": list(datamodule.input_shape), "pixels": "x / 255, then (x - mean) / std",
                          "mean": datamodule.mean, "std": datamodule.std}
-    (run_dir / "preprocessing.json").write_text(json.dumps({"classes": names, **preprocessing}, indent=1) + "\n")
+    write_json(run_dir / "preprocessing.json", {"classes": names, **preprocessing}, indent=1)
     print(f"preprocessing: wrote {run_dir / 'preprocessing.json'} (class names, {', '.join(preprocessing)})")
     return {}

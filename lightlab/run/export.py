@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from lightlab.base.errors import UserError
 from lightlab.base.files import write_atomically
+from lightlab.lightning_internals.trainer_state import ONNX_REGISTRATION_LOGGER
 
 # float32 on the CPU and the same ops: differences are rounding. TorchScript runs the very same kernels (in
 # practice bit-equal); onnxruntime has its own fused and reordered ones.
@@ -75,7 +76,7 @@ def quiet_export():
     # torch 2.13 deprecates torch.jit and the TorchScript-based ONNX exporter; both still work, and we use them on
     # purpose (see export_torchscript, export_onnx). Other warnings (a TracerWarning about a value fixed at trace
     # time) stay visible; the outputs are checked on two batch sizes anyway.
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registration = logging.getLogger(ONNX_REGISTRATION_LOGGER)
     level = registration.level
     registration.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms", ...
     try:

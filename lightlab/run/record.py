@@ -6,7 +6,6 @@ commit and whether the working tree had uncommitted changes (a dirty tree means 
 reproduce the run), the versions of the packages that decide the numbers, and the devices.
 """
 import datetime
-import json
 import platform
 import shlex
 import subprocess
@@ -16,8 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightlab.base.files import write_atomically
+from lightlab.base.files import write_json
 from lightlab.base.project import PROJECT_ROOT
+from lightlab.base.ranks import is_rank_zero
 
 PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "tensorboard", "numpy", "rich",
             "optuna", "lightlab")
@@ -57,7 +57,7 @@ def write_provenance(run_dir: Path) -> None:
         "devices": {"cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
                     "cpu_threads": torch.get_num_threads()},
     }
-    (run_dir / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(run_dir / "provenance.json", record)
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -101,10 +101,8 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
 
 def start_run(cfg: DictConfig) -> Path:
     """The run folder with the resolved config and how the run was started (git commit, packages, command)."""
-    from pytorch_lightning.utilities import rank_zero_only
-
     run_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:  # DDP's other ranks write nothing of their own
+    if is_rank_zero():  # DDP's other ranks write nothing of their own
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         write_provenance(run_dir)
@@ -115,12 +113,11 @@ def start_run(cfg: DictConfig) -> Path:
 
 def finish_run(cfg: DictConfig, run_dir: Path, metrics: dict, **checkpoints) -> dict:
     import torch
-    from pytorch_lightning.utilities import rank_zero_only
 
     summary = {"run_dir": str(run_dir), "mode": cfg.mode, **checkpoints, "metrics": metrics,
                "torch_threads": torch.get_num_threads()}
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         # Whole or not at all: a re-run of the same command takes a run with metrics.json as completed.
-        write_atomically(run_dir / "metrics.json", lambda partial: partial.write_text(json.dumps(summary, indent=2) + "\n"))
+        write_json(run_dir / "metrics.json", summary)
         print_summary(cfg, summary)  # metrics table, checkpoint, run folder, TensorBoard command
     return summary

@@ -7,6 +7,10 @@ the HPARAMS table and parallel-coordinates view compare the runs and sweep jobs 
 """
 from omegaconf import DictConfig, OmegaConf
 
+from lightlab.base.loggers import tensorboard_loggers
+from lightlab.base.ranks import is_rank_zero
+from lightlab.lightning_internals.trainer_state import event_file_writer
+
 # The config that says what was trained; paths, loggers, callbacks and the module's copies of the groups say not.
 REGISTERED = ("seed", "data", "model", "optimizer", "scheduler", "loss", "trainer", "parameter_groups", "compile",
               "channels_last", "monitor")
@@ -38,21 +42,19 @@ def flat_settings(cfg: DictConfig) -> dict[str, str | float | int | bool]:
 def record_run(trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
     """Into each TensorBoard logger's run: the config (TEXT tab) and the HPARAMS session, whose results are also
     scalars `hparams/<metric>`."""
-    from pytorch_lightning.loggers import TensorBoardLogger
     from torch.utils.tensorboard.summary import hparams
 
-    if not trainer.is_global_zero:  # DDP: rank 0 writes the events
+    if not is_rank_zero(trainer):  # DDP: rank 0 writes the events
         return
     results = {f"hparams/{name}": value for name, value in metrics.items()}
     settings = flat_settings(cfg)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):  # (not logger.log_hyperparams: it would also rewrite hparams.yaml)
-            logger.experiment.add_text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}```",
-                                       global_step=trainer.global_step)  # markdown: a code block keeps the indents
-            logger.log_metrics(results, step=trainer.global_step)
-            writer = logger.experiment._get_file_writer()  # the run's own event file, not a new sub-run
-            for summary in hparams(settings, results):
-                writer.add_summary(summary, trainer.global_step)
-            # close, not flush: the writer was reopened for these events after the trainer's own close, and an
-            # open one keeps a thread and a file handle for as long as the process lives (a sweep's many runs).
-            logger.experiment.close()
+    for logger in tensorboard_loggers(trainer):  # (not logger.log_hyperparams: it would also rewrite hparams.yaml)
+        logger.experiment.add_text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}```",
+                                   global_step=trainer.global_step)  # markdown: a code block keeps the indents
+        logger.log_metrics(results, step=trainer.global_step)
+        writer = event_file_writer(logger)  # the run's own event file, not a new sub-run
+        for summary in hparams(settings, results):
+            writer.add_summary(summary, trainer.global_step)
+        # close, not flush: the writer was reopened for these events after the trainer's own close, and an
+        # open one keeps a thread and a file handle for as long as the process lives (a sweep's many runs).
+        logger.experiment.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from lightlab.base.ranks import is_rank_zero
 from lightlab.sweeps.optuna_trials import TRIAL_FILE
 
 
@@ -19,7 +20,7 @@ class PruneUnpromisingTrials(pl.Callback):
 
     def setup(self, trainer, module, stage: str) -> None:
         self.active = stage == "fit" and self.trial_file.is_file()
-        if self.active and trainer.is_global_zero:  # under DDP, rank 0 talks to the study and tells the others
+        if self.active and is_rank_zero(trainer):  # under DDP, rank 0 talks to the study and tells the others
             import optuna
             from hydra.utils import instantiate
 

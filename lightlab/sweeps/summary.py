@@ -10,9 +10,9 @@ When the sweep ends, `SweepSummary` (a Hydra callback, see conf/hydra/default.ya
     python -m lightlab.sweeps.summary logs/mnist_mlp/multirun_003
 """
 import csv
+import io
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -21,16 +21,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from lightlab.base.files import write_atomically
-
-
-def launched_rank() -> int:
-    """This process's rank when a cluster launcher started one process per device (SLURM through
-    hydra/launcher=slurm, torchrun): every rank runs the job, and only rank 0 records it."""
-    for name in ("RANK", "SLURM_PROCID"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
+from lightlab.base.files import write_json, write_text
+from lightlab.base.ranks import is_rank_zero
 
 
 def resume_job(cfg, overrides: list[str]) -> dict | None:
@@ -60,7 +52,7 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
     if last.is_file() and cfg.ckpt_path is None:
         print(f"{run_dir}: continuing the interrupted job from {last}")
         cfg.ckpt_path = str(last)
-    if launched_rank() == 0:
+    if is_rank_zero():  # a cluster launcher (SLURM, torchrun) may start the job once per device
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(status_file, {"status": "started", "overrides": overrides, "wall_s": 0.0})
     return None
@@ -71,13 +63,8 @@ def same_run(overrides: list[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "print_config")]
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Whole or not at all: other ranks and a re-run sweep read status files, and a kill must not truncate one."""
-    write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))
-
-
 def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: BaseException | None = None) -> None:
-    if launched_rank() != 0:
+    if not is_rank_zero():
         return
     pruned = type(error).__name__ == "TrialPruned"  # Optuna's pruner stopped it (lightlab/sweeps/optuna_pruning.py)
     status = {"status": "pruned" if pruned else "failed" if error else "completed", "overrides": list(overrides),
@@ -86,7 +73,7 @@ def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: Ba
         status["error"] = str(error)
     elif error is not None:
         status["error"] = f"{type(error).__name__}: {error}"
-        (run_dir / "failure.txt").write_text("".join(traceback.format_exception(error)))
+        write_text(run_dir / "failure.txt", "".join(traceback.format_exception(error)))
     write_json(run_dir / "status.json", status)
 
 
@@ -149,15 +136,16 @@ def summarize(sweep_dir: Path, monitor: str, monitor_mode: str) -> list[dict]:
               *(f"{row['metrics'][n]:.6g}" if n in row["metrics"] else "" for n in metric_names),
               "" if row["best_epoch"] is None else row["best_epoch"], f"{row['wall_s']:.1f}",
               "*" if row is best else "", row["error"]] for row in rows]
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        csv.writer(f).writerows([header, *table])
+    csv_text = io.StringIO()
+    csv.writer(csv_text).writerows([header, *table])
+    write_text(sweep_dir / "summary.csv", csv_text.getvalue())
     lines = [f"# Sweep {sweep_dir}", "", f"{len(finished)} of {len(rows)} jobs completed; `{monitor}` is "
              f"{'maximised' if monitor_mode == 'max' else 'minimised'}; the best job is marked *.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table_to_read = [[brief(cell) for cell in line] for line in table]  # the CSV keeps every digit
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in table_to_read]
     lines += seed_groups(rows, keys, monitor)
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     plot(sweep_dir / "summary.png", rows, keys, monitor)
     # On the console, the columns that fit a terminal: the full table is in summary.md / summary.csv.
     shown = [i for i, name in enumerate(header) if name not in metric_names and name != "error"

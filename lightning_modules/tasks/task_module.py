@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from lightlab.base.errors import UserError
 from lightlab.base.objects import locate
 from lightlab.lightning_internals.hook_dispatch import FastHooksModule
+from lightlab.lightning_internals.trainer_state import ddp_leaves_alone, logs_this_step
 from lightning_modules.optimization import (
     build_lr_schedulers,
     build_optimizer,
@@ -66,8 +67,7 @@ class TaskModule(FastHooksModule):
         """A running sum over this process's training batches (a buffer: it follows the module's device; it is
         synced over processes when logged). DDP must not broadcast it, or every rank would hold rank 0's sum."""
         self.register_buffer(name, torch.zeros(size), persistent=False)
-        # DistributedDataParallel's own switch for buffers it should leave alone (torch issue 43690).
-        self._ddp_params_and_buffers_to_ignore = [*getattr(self, "_ddp_params_and_buffers_to_ignore", []), name]
+        ddp_leaves_alone(self, name)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """Lightning hands torch's optimizer a closure that runs training_step and backward, so forward and backward
@@ -97,7 +97,7 @@ class TaskModule(FastHooksModule):
     def log_step_loss(self, loss: torch.Tensor) -> None:
         # Only on the steps the logger writes (every trainer.log_every_n_steps): a self.log call costs a
         # sizeable share of a small model's step.
-        if self.trainer._logger_connector.should_update_logs:
+        if logs_this_step(self.trainer):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
 
     # What evaluate returns reaches callbacks as `outputs` (lightlab/callbacks/evaluation_images.py draws from it).

@@ -1,0 +1,92 @@
+"""Every use of a private Lightning or torch name lives in this package: a Lightning or torch release that renames
+one of them fails tests/unit/test_lightning_internals.py (which checks each name below exists) instead of silently
+switching a fast path off or breaking SIGTERM handling.
+
+    hook_dispatch.py   Lightning's per-step hook dispatch, without the work that does nothing (the fast path)
+    ddp_launch.py      DDP ranks started as single runs of a Hydra job, and Lightning's SIGTERM handler under DDP
+    trainer_state.py   single reads and writes of trainer, loop and DDP state
+"""
+import importlib
+from typing import NamedTuple
+
+
+class PrivateName(NamedTuple):
+    owner: str  # a module's dotted path, or one of SAMPLES (an object built for the check)
+    name: str   # attribute path below the owner
+    reason: str
+
+
+def _sample_trainer():
+    import pytorch_lightning as pl
+
+    return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", devices=1)
+
+
+def _sample(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return lambda: getattr(importlib.import_module(module), name)()
+
+
+# Objects whose instance attributes are checked (a class does not show what its __init__ sets).
+SAMPLES = {
+    "a Trainer": _sample_trainer,
+    "a LightningModule": _sample("pytorch_lightning.LightningModule"),
+    "a ModelCheckpoint": _sample("pytorch_lightning.callbacks.ModelCheckpoint"),
+    "a DDPStrategy": _sample("pytorch_lightning.strategies.DDPStrategy"),
+}
+
+CALL = "pytorch_lightning.trainer.call"
+LAUNCHERS = "pytorch_lightning.strategies.launchers.subprocess_script"
+PRIVATE_NAMES = (
+    # hook_dispatch.py: the fast path
+    PrivateName(CALL, "_call_callback_hooks", "replaced: only the callbacks that define a hook are called"),
+    PrivateName(CALL, "_call_lightning_module_hook", "replaced: no profiler-name f-strings on every hook call"),
+    PrivateName(CALL, "_call_strategy_hook", "replaced: no profiler-name f-strings on every hook call"),
+    PrivateName("pytorch_lightning.loops.training_epoch_loop", "is_param_in_hook_signature",
+                "replaced in that module: the training_step signature is inspected once, not every step"),
+    PrivateName("a LightningModule", "_current_fx_name", "set around each hook, as Lightning's dispatch does"),
+    PrivateName("a ModelCheckpoint", "_every_n_train_steps", "a checkpoint that saves on epochs only: no batch hook"),
+    PrivateName("a ModelCheckpoint", "_train_time_interval", "a checkpoint that saves on epochs only: no batch hook"),
+    # ddp_launch.py
+    PrivateName(LAUNCHERS, "_SubprocessScriptLauncher._call_children_scripts",
+                "the ranks of a job start as single runs of that job, not as the whole multirun again"),
+    PrivateName(LAUNCHERS, "_hydra_subprocess_cmd", "patched during the launch with the job's own command line"),
+    PrivateName("a DDPStrategy", "_configure_launcher", "installs the job launcher above"),
+    PrivateName("a DDPStrategy", "_launcher", "what _configure_launcher sets"),
+    PrivateName("a Trainer", "_signal_connector._sigterm_notifier_fn",
+                "replaced under DDP: Lightning's handler broadcasts inside the signal handler and hangs the ranks"),
+    # trainer_state.py
+    PrivateName("a Trainer", "_signal_connector.received_sigterm", "Ctrl-C stops after the step, as SIGTERM does"),
+    PrivateName("a Trainer", "fit_loop.epoch_loop._num_ready_batches_reached",
+                "a resumed epoch that finished takes ReduceLROnPlateau's step Lightning skips after a restart"),
+    PrivateName("a Trainer", "_logger_connector.should_update_logs", "the step loss is logged only when written"),
+    PrivateName("pytorch_lightning.tuner.lr_finder", "_LRCallback", "no signal checkpoint during the lr finder's fit"),
+    PrivateName("torch.utils.tensorboard", "SummaryWriter._get_file_writer",
+                "HPARAMS into the run's own event file (add_hparams would start a sub-run)"),
+    PrivateName("torch.nn.parallel", "DistributedDataParallel._set_params_and_buffers_to_ignore_for_model",
+                "DDP neither broadcasts nor syncs the buffers it lists: per-process running sums"),
+    PrivateName("torch.onnx._internal.exporter._registration", "logger",
+                "quieted during export: it warns about every operator library it skips"),
+)
+
+
+def missing_private_names() -> list[str]:
+    """The names of PRIVATE_NAMES that the installed Lightning and torch lack, each with what depends on it."""
+    missing, samples = [], {}
+    for entry in PRIVATE_NAMES:
+        try:
+            if entry.owner in SAMPLES:
+                value = samples[entry.owner] = samples.get(entry.owner) or SAMPLES[entry.owner]()
+            else:
+                value = importlib.import_module(entry.owner)
+        except ImportError as error:
+            missing.append(f"{entry.owner}: cannot be imported ({error}); needed because: {entry.reason}")
+            continue
+        for part in entry.name.split("."):
+            if not hasattr(value, part):
+                missing.append(f"{entry.owner}.{entry.name}: '{part}' does not exist in the installed version; "
+                               f"needed because: {entry.reason}")
+                break
+            value = getattr(value, part)
+    return missing

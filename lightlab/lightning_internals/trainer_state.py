@@ -1,0 +1,43 @@
+"""Single reads and writes of Lightning's and torch's private state, each where no public API does the job.
+Every name used here is listed, with its reason, in lightlab/lightning_internals/__init__.py (PRIVATE_NAMES)."""
+import torch
+
+
+def stop_after_this_step(trainer) -> None:
+    """Lightning's own SIGTERM flag: the training loop stops after the current step and raises SIGTERMException,
+    exactly as for a real SIGTERM (so Ctrl-C gets the same checkpoint and exit)."""
+    trainer._signal_connector.received_sigterm = True
+
+
+def lr_finder_running(trainer) -> bool:
+    """Whether this fit is the learning-rate finder's trial fit (its callback is in the trainer's list meanwhile)."""
+    from pytorch_lightning.tuner.lr_finder import _LRCallback
+
+    return any(isinstance(callback, _LRCallback) for callback in trainer.callbacks)
+
+
+def epoch_finished(fit_loop) -> bool:
+    """Whether the training epoch ran all its batches (not stopped inside it)."""
+    return fit_loop.epoch_loop._num_ready_batches_reached()
+
+
+def logs_this_step(trainer) -> bool:
+    """Whether the logger writes this step's scalars (every trainer.log_every_n_steps)."""
+    return trainer._logger_connector.should_update_logs
+
+
+def event_file_writer(tensorboard_logger):
+    """The run's own TensorBoard event-file writer (SummaryWriter.add_hparams would start a new sub-run)."""
+    return tensorboard_logger.experiment._get_file_writer()
+
+
+def ddp_leaves_alone(module: torch.nn.Module, buffer_name: str) -> None:
+    """DistributedDataParallel neither broadcasts nor syncs the buffers a module lists in this attribute (torch
+    issue 43690): a per-process running sum must stay each process's own."""
+    ignored = [*getattr(module, "_ddp_params_and_buffers_to_ignore", []), buffer_name]
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
+
+
+# The torch.onnx exporter's registration logger: it reports every operator library it skips ("torchvision is not
+# installed") at WARNING level on every export.
+ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"

@@ -1,0 +1,143 @@
+"""What one `python run.py …` process is, decided once, and how its outcome becomes an exit code.
+
+    run          mode=train in a fresh <experiment>/run_NNN folder
+    named run    mode=train with run_name=…: a stable folder; the same command again continues it, or says it is
+                 complete (status.json, as for a sweep job)
+    sweep job    one job of `-m`: recorded in its folder (status.json, failure.txt); a failure does not stop the sweep
+    DDP rank     a rank that rank 0 of a job started (lightlab/lightning_internals/ddp_launch.py): rank 0 reports
+    checkpoint   mode=test / predict / export of ckpt_path, with the config of the run that wrote it
+
+Exit codes (README, "Exit codes"): 0 done; 1 a crash (a bug, an error we did not foresee: the traceback, and
+failure.txt in the run's folder); 2 bad config, data or checkpoint (one paragraph naming the key or file and the fix;
+config and checkpoint-mode mistakes are refused before any folder is made); 130 Ctrl-C and 143 SIGTERM (stopped with
+a checkpoint to continue from). A sweep exits 1 when any of its jobs failed (lightlab/sweeps/summary.py).
+"""
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+
+from lightlab.base.errors import UserError
+from lightlab.base.files import write_text
+
+EXIT_CRASH, EXIT_BAD_INPUT = 1, 2  # 130 / 143 (128 + the signal's number): lightlab/callbacks/preemption.py
+
+
+def refuse(error: UserError):
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+class Job:
+    def __init__(self, cfg: DictConfig):
+        from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
+
+        hydra = HydraConfig.get()
+        self.cfg, self.overrides, self.started = cfg, list(hydra.overrides.task), time.monotonic()
+        self.in_sweep = hydra.mode == RunMode.MULTIRUN
+        self.ddp_rank = RANK_OF_JOB in os.environ
+        self.kind = ("DDP rank" if self.ddp_rank else "sweep job" if self.in_sweep else
+                     "checkpoint" if cfg.mode != "train" else "named run" if cfg.run_name is not None else "run")
+        self.tracked = self.kind in ("sweep job", "named run")  # a folder with a stable identity: resumable
+        self.folder = Path(cfg.paths.output_dir)
+
+    def run(self, train, use_checkpoint) -> float | None:
+        """train(cfg) or use_checkpoint(cfg) -> the run's summary; returns what sweepers optimise."""
+        from lightlab.lightning_internals.ddp_launch import end_ranks
+        from lightlab.sweeps.summary import objective, record_outcome
+
+        try:
+            metrics = self.metrics(train, use_checkpoint)
+        except Exception as error:
+            return self.failed(error)
+        except SystemExit:
+            return self.stopped()
+        finally:
+            if os.environ.get("LOCAL_RANK") == "0":  # this job started DDP ranks: end them before the next job
+                end_ranks()
+        if self.tracked:
+            record_outcome(self.folder, self.overrides, time.monotonic() - self.started)
+        return objective(metrics, self.cfg.monitor)
+
+    def metrics(self, train, use_checkpoint) -> dict:
+        from lightlab.run.checkpoint_modes import checkpoint_config
+        from lightlab.sweeps.summary import resume_job
+
+        earlier = resume_job(self.cfg, self.overrides) if self.tracked else None  # completed: not run again
+        if earlier is not None:
+            return earlier["metrics"]
+        if self.cfg.mode == "train":
+            return train(self.cfg)["metrics"]
+        if self.in_sweep:
+            raise UserError(f"mode={self.cfg.mode} uses one checkpoint: run it without -m (once per checkpoint).")
+        # (a DDP rank starts from the config its rank 0 settled on, saved in the job's folder)
+        return use_checkpoint(self.cfg if self.ddp_rank else checkpoint_config(self.cfg, self.overrides))["metrics"]
+
+    def failed(self, error: Exception) -> None:
+        from lightlab.sweeps.summary import record_outcome
+
+        if self.tracked:  # status.json (failed or pruned) and failure.txt
+            record_outcome(self.folder, self.overrides, time.monotonic() - self.started, error)
+        elif not isinstance(error, UserError) and not self.ddp_rank and self.folder.is_dir():
+            write_text(self.folder / "failure.txt", "".join(traceback.format_exception(error)))
+        if self.in_sweep:  # the sweep goes on, and exits 1 at its end
+            print(f"error: {error}", file=sys.stderr)
+            return None
+        if self.ddp_rank:  # rank 0 reports; a rank exiting non-zero would get rank 0 killed by Lightning
+            print(f"error in rank {os.environ.get('LOCAL_RANK')}: {error}", file=sys.stderr)
+            return None
+        if isinstance(error, UserError):
+            refuse(error)
+        raise error  # a crash: Python prints the traceback and exits 1
+
+    def stopped(self) -> None:
+        """SIGTERM or Ctrl-C during training (lightlab/callbacks/preemption.py): a checkpoint to continue from."""
+        from lightlab.callbacks.preemption import exit_code, report_stop
+
+        if exit_code() is None:  # another SystemExit (a refused folder): as it is
+            raise
+        if self.ddp_rank:  # rank 0 reports and exits with the code
+            return None
+        sys.exit(report_stop(resumable_by_rerun=self.tracked))
+
+
+class CheckBeforeWriting(Callback):
+    """conf/hydra/default.yaml: the command's config is checked before Hydra makes the run's folder (and for
+    mode=test/predict/export, its checkpoint and that run's config), so a mistake leaves nothing behind."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self.check(config, checkpoint_too=True)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.check(config, checkpoint_too=False)  # each job's own settings are checked in its job
+
+    @staticmethod
+    def check(config: DictConfig, checkpoint_too: bool) -> None:
+        from lightlab.config.checks import check_config
+        from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
+        from lightlab.run.checkpoint_modes import checkpoint_config
+
+        HydraConfig.instance().set_config(config)  # ${hydra:...} values (experiment_name) read it
+        task = config.copy()
+        with open_dict(task):
+            overrides = list(task.hydra.overrides.task)
+            del task["hydra"]
+        # Lightning, imported by the check before Hydra sets up logging, would add a console handler of its own and
+        # keep its messages out of the run's log file; with a root handler present it leaves logging to Hydra.
+        placeholder = logging.NullHandler()
+        logging.getLogger().addHandler(placeholder)
+        try:
+            check_config(task)
+            if checkpoint_too and task.mode != "train" and RANK_OF_JOB not in os.environ:
+                checkpoint_config(task, overrides)
+        except UserError as error:
+            refuse(error)
+        finally:
+            logging.getLogger().removeHandler(placeholder)

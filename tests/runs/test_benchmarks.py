@@ -1,0 +1,79 @@
+"""The benchmark suite runs end to end and writes its table (on tiny data: only the plumbing is checked here; the
+numbers are measured by running it on the real data, see README "Performance")."""
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from benchmarks import flops
+from benchmarks.data_path import PerSampleTransform
+from benchmarks.epoch_time import WORKLOADS, HandWritten, composed
+from tests.conftest import write_tiny_mnist, write_tiny_text
+
+from tests.conftest import ROOT
+
+
+def test_training_flops_count_three_products_per_linear_layer():
+    shapes = flops.layer_shapes(784, [512, 256, 128], 10)
+    assert shapes == [(784, 512), (512, 256), (256, 128), (128, 10)]
+    assert flops.training_flops_per_sample(shapes) == 6 * (784 * 512 + 512 * 256 + 256 * 128 + 128 * 10)
+    products = flops.step_products([(784, 512)], 4)
+    assert products == [(4, 784, 512), (4, 512, 784), (512, 4, 784)]
+    assert sum(2 * m * k * n for m, k, n in products) == 4 * flops.training_flops_per_sample([(784, 512)])
+
+
+def test_the_per_sample_baseline_gives_what_our_batches_give():
+    images, labels = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8), torch.arange(5)
+    dataset = PerSampleTransform(images, labels, 0.1307, 0.3081)
+    image, label = dataset[3]
+    expected = (images[3].float() / 255 - 0.1307) / 0.3081
+    assert image.shape == (1, 28, 28) and label == 3 and torch.allclose(image[0], expected, atol=1e-6)
+
+
+def test_a_hand_written_epoch_run_in_two_halves_trains_the_same_batches_as_in_one_go(tmp_path):
+    # The suite brackets each framework epoch with the two halves of a hand-written one: they must add up to it.
+    data_dir = write_tiny_mnist(tmp_path / "data")
+    cfg = composed(WORKLOADS["mnist_mlp"], str(data_dir), str(tmp_path), "data.val_size=64", "data.batch_size=50",
+                   "data.download=false", f"paths.cache_dir={tmp_path / 'cache'}")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    hand_written = HandWritten(cfg, datamodule)
+    whole = hand_written.build()  # seeds torch: built and run before the other, the two see the same dropout masks
+    hand_written.run_epoch(whole, 0, None)
+    halves = hand_written.build()
+    seconds = list(hand_written.epoch_halves(halves, 0, None))
+    steps = -(-(len(datamodule.splits["fit"][1])) // 50)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds) and steps >= 3
+    assert {float(state["step"]) for state in halves[1].state.values()} == {float(steps)}
+    for one_go, in_halves in zip(whole[0].parameters(), halves[0].parameters()):
+        assert torch.equal(one_go, in_halves)
+
+
+def test_the_suite_runs_every_measurement_and_writes_json_and_csv(tmp_path):
+    data_dir = write_tiny_text(write_tiny_mnist(tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "benchmarks/suite.py", "--quick", "--data-dir", str(data_dir), "--output-dir",
+         str(tmp_path / "out"), "--override", "data.val_size=64", "--override", "data.download=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "suite.json").read_text())["rows"]
+    measurements = {(row["section"].split(" (")[0], row["measurement"]) for row in rows}
+    for workload in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention"):
+        assert (workload, "epoch time ratio framework / hand") in measurements
+        assert (workload, "between-epoch overhead / epoch time") in measurements
+    for section, measurement in [("start-up", "python run.py --help (s)"),
+                                 ("data path", "our iterator / per-sample-transform DataLoader"),
+                                 ("MLP FLOP/s", "framework / torch.mm on the step's products")]:
+        assert (section, measurement) in measurements
+    assert all(math.isfinite(value) and value > 0 for row in rows for value in row["values"])
+    assert [row["target"].split(":")[0] for row in rows if row["target"]] == ["<= 1.05"] * 3 + ["<= 3", ">= 10", ">= 0.35"]
+    with open(tmp_path / "out" / "suite.csv") as file:
+        table = list(csv.DictReader(file))
+    assert [row["measurement"] for row in table] == [row["measurement"] for row in rows]
+    assert "epoch time ratio framework / hand" in result.stdout and "target" in result.stdout

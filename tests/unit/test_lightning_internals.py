@@ -1,0 +1,80 @@
+"""Every private Lightning or torch name we use exists in the installed versions, lives in
+lightlab/lightning_internals/, and the fast hook path it patches in really runs in a real fit."""
+import re
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightlab import lightning_internals
+from lightlab.lightning_internals import hook_dispatch
+from tests.conftest import ROOT
+
+# Private attribute reads outside lightning_internals that are not Lightning's or torch's: OmegaConf's node API
+# (no public way to tell an unset node), Optuna's trial id (Optuna's own sweeper samples use it too), and Hydra
+# config keys. Anything else `._name` outside lightning_internals/ fails the test below.
+NOT_LIGHTNING_OR_TORCH = {"_get_node", "_is_none", "_target_", "_trial_id", "_convert_", "_recursive_", "_partial_"}
+
+
+def test_every_private_name_we_use_exists_in_the_installed_versions():
+    assert lightning_internals.missing_private_names() == []
+
+
+def test_a_missing_private_name_is_named_with_what_depends_on_it(monkeypatch):
+    monkeypatch.delattr(pl.trainer.call, "_call_strategy_hook")
+    missing = lightning_internals.missing_private_names()
+    print("\n".join(missing))  # what an upgrade that renamed it would report
+    assert missing == ["pytorch_lightning.trainer.call._call_strategy_hook: '_call_strategy_hook' does not exist in "
+                       "the installed version; needed because: replaced: no profiler-name f-strings on every hook call"]
+
+
+def test_private_names_are_used_only_inside_lightning_internals():
+    pattern = re.compile(r"(?<!self)(?<!cls)\.(_[a-z][a-z0-9_]*)\b(?!__)")
+    outside = {}
+    for folder in ("lightlab", "lightning_modules", "datamodules", "hydra_plugins"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "lightning_internals" in path.parts:
+                continue
+            code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())
+            for name in set(pattern.findall(code)) - NOT_LIGHTNING_OR_TORCH:
+                outside.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert outside == {}
+
+
+class Tiny(hook_dispatch.FastHooksModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_index):
+        inputs, labels = batch
+        return torch.nn.functional.cross_entropy(self.layer(inputs), labels)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(profiler) -> dict[str, int]:
+    before = dict(hook_dispatch.dispatched)
+    data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, profiler=profiler, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(Tiny(), train_dataloaders=data)
+    return {kind: hook_dispatch.dispatched[kind] - before[kind] for kind in before}
+
+
+def test_the_fast_hook_path_runs_in_a_real_fit_and_hands_over_to_lightning_under_a_profiler():
+    fast = fit(hook_dispatch.NoProfiler())
+    print(f"hooks dispatched by the fast path in an 8-step fit: {fast}")
+    steps = 8
+    assert fast["module"] >= 5 * steps and fast["callback"] >= 5 * steps and fast["strategy"] >= steps
+    assert fast["signature"] >= steps  # the training loop asks training_step's signature every step
+    profiled = fit("simple")  # Lightning's own dispatch, so the profile keeps its names
+    assert profiled == {"callback": 0, "module": 0, "strategy": 0, "signature": profiled["signature"]}
+
+
+def test_the_lowest_pins_are_the_versions_the_private_names_were_checked_with():
+    pins = (ROOT / "pyproject.toml").read_text()
+    assert '"pytorch-lightning>=2.6,<2.7"' in pins and '"torch>=2.6' in pins
+    assert Path(pl.__file__).parent.name == "pytorch_lightning" and pl.__version__.startswith("2.6.")
