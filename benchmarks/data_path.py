@@ -93,7 +93,8 @@ def main() -> None:
     results = measure(args.data_dir, args.batches)
     ours = statistics.median(results["our batch iterator"])
     for name, values in results.items():
-        print(f"{name:36s} {statistics.median(values):10.0f} batches/s  ({ours / statistics.median(values):6.1f}x slower than ours)")
+        print(f"{name:36s} {statistics.median(values):10.0f} batches/s  "
+              f"({ours / statistics.median(values):6.1f}x slower than ours)")
 
 
 if __name__ == "__main__":

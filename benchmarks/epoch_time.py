@@ -97,8 +97,8 @@ def paired_epochs(workload: Workload, data_dir: str, hand_written: "HandWritten"
     EpochClock.before_epoch, EpochClock.after_epoch = first_half, lambda epoch: next(halves.pop(epoch))
     try:
         with tempfile.TemporaryDirectory() as output_dir:
-            train(composed(workload, data_dir, output_dir, "+callbacks.epoch_clock._target_=benchmarks.clocks.EpochClock",
-                           *variant, epochs=epochs))
+            train(composed(workload, data_dir, output_dir,
+                           "+callbacks.epoch_clock._target_=benchmarks.clocks.EpochClock", *variant, epochs=epochs))
     finally:
         EpochClock.before_epoch = EpochClock.after_epoch = None
     return (EpochClock.epoch_seconds[-epochs:], EpochClock.paired_seconds[-epochs:],
@@ -213,7 +213,7 @@ def main() -> None:
     hand_written = HandWritten(cfg, datamodule)
 
     framework, fit_walls, hand, variant = [], [], [], []
-    for repeat in range(args.repeats):  # alternate A/B so drifts in machine speed hit both alike
+    for _repeat in range(args.repeats):  # alternate A/B so drifts in machine speed hit both alike
         epoch_times, _, fit_wall = framework_epochs(workload, args.data_dir)
         framework.append(epoch_times)
         fit_walls.append(fit_wall)

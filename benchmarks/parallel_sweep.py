@@ -70,8 +70,9 @@ def main() -> None:
               f"{'' if high is None else f'{high:.3f}'} |")
     out = ROOT / "benchmarks" / "results" / f"parallel_sweep_{args.experiment}_{args.epochs}_epochs.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"experiment": args.experiment, "epochs": args.epochs, "repeats": args.repeats, "cores": os.cpu_count(),
-                               "sweep_wall_s": walls, "job_wall_s": jobs, "speedup": basic / parallel}, indent=2))
+    out.write_text(json.dumps({"experiment": args.experiment, "epochs": args.epochs, "repeats": args.repeats,
+                               "cores": os.cpu_count(), "sweep_wall_s": walls, "job_wall_s": jobs,
+                               "speedup": basic / parallel}, indent=2))
 
 
 if __name__ == "__main__":

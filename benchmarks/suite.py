@@ -2,8 +2,8 @@
 
     python benchmarks/suite.py [--repeats 6] [--data-dir ../shared/data]
 
-writes benchmarks/results/suite.json and suite.csv (--output-dir elsewhere). `--quick` (1 repeat, 3 batches an epoch) only checks that
-every measurement runs; its numbers mean nothing.
+writes benchmarks/results/suite.json and suite.csv (--output-dir elsewhere). `--quick` (1 repeat, 3 batches an epoch)
+only checks that every measurement runs; its numbers mean nothing.
 
 - Epoch time, framework / hand-written loop, for the MNIST MLP, the MNIST CNN and SST-2's BiLSTM + attention
   (benchmarks/epoch_time.py: same process, tensors, network class, optimizer settings, batch size and maths).

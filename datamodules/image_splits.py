@@ -54,8 +54,9 @@ class ImageSplits(pl.LightningDataModule):
             self._load("test")
 
     def train_dataloader(self) -> TensorBatches:
-        loader = TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True, seed=self.hparams.shuffle_seed,
-                               drop_last=self.hparams.drop_last, shard=process_shard(self))
+        loader = TensorBatches(self.splits["fit"], self.hparams.batch_size, shuffle=True,
+                               seed=self.hparams.shuffle_seed, drop_last=self.hparams.drop_last,
+                               shard=process_shard(self))
         loader.batches_done = batches_done_this_epoch(self)
         return loader
 
@@ -64,7 +65,8 @@ class ImageSplits(pl.LightningDataModule):
                              shard=process_shard(self))
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False, shard=process_shard(self))
+        return TensorBatches(self.splits["test"], self.hparams.eval_batch_size, shuffle=False,
+                             shard=process_shard(self))
 
     def predict_dataloader(self) -> TensorBatches:
         if self.predict_input is None:
@@ -83,7 +85,8 @@ class ImageSplits(pl.LightningDataModule):
         """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, computed as (x - 255 mean) * (1 / (255 std))."""
         if images.device not in self.pixel_scaling:  # once per device: a host-to-GPU copy each batch would sync
             shape = (1, -1, 1, 1)
-            self.pixel_scaling[images.device] = (255 * torch.tensor(self.mean, device=images.device).reshape(shape),
-                                                 1 / (255 * torch.tensor(self.std, device=images.device).reshape(shape)))
+            self.pixel_scaling[images.device] = (
+                255 * torch.tensor(self.mean, device=images.device).reshape(shape),
+                1 / (255 * torch.tensor(self.std, device=images.device).reshape(shape)))
         shift, scale = self.pixel_scaling[images.device]
         return images.float().sub_(shift).mul_(scale)  # a multiply: cheaper than a divide per pixel

@@ -18,7 +18,8 @@ class SequenceBatches(ResumableBatches):
                  seed: int = 0, bucketing: bool = True, pool_batches: int = 50, drop_last: bool = False,
                  shard: tuple[int, int] = (0, 1)):
         self.ids, self.lengths, self.labels = tensors
-        self.batch_size, self.bucketing, self.pool_batches, self.drop_last = batch_size, bucketing, pool_batches, drop_last
+        self.batch_size, self.bucketing, self.pool_batches, self.drop_last = (
+            batch_size, bucketing, pool_batches, drop_last)
         self.sampler = EpochOrder(len(self.ids), shuffle, seed, shard)  # Lightning calls sampler.set_epoch each epoch
         self.batch_sampler = None
 

@@ -40,7 +40,8 @@ class EpochOrder:
         are then zero-copy views)."""
         if self.world_size == 1:
             return torch.randperm(self.size, generator=self.generator()) if self.shuffle else None
-        order = torch.randperm(self.full_size, generator=self.generator()) if self.shuffle else torch.arange(self.full_size)
+        order = (torch.randperm(self.full_size, generator=self.generator()) if self.shuffle
+                 else torch.arange(self.full_size))
         return order[self.rank::self.world_size][:self.size]
 
     def generator(self, *stream: int) -> torch.Generator:
@@ -79,8 +80,9 @@ def batches_done_this_epoch(datamodule) -> Callable[[], int]:
 
 class ResumableBatches:
     """Lightning puts a training loader's `state_dict()` in every checkpoint and hands it back on resume (the
-    `_Stateful` protocol). A run resumed from a mid-epoch checkpoint (SIGTERM, lightlab/callbacks/preemption.py) then goes on
-    with the batch after the last one trained, in the same epoch order, instead of restarting the epoch's data."""
+    `_Stateful` protocol). A run resumed from a mid-epoch checkpoint (SIGTERM, lightlab/callbacks/preemption.py) then
+    goes on with the batch after the last one trained, in the same epoch order, instead of restarting the epoch's
+    data."""
 
     batches_done: Callable[[], int] | None = None  # set on training loaders (batches_done_this_epoch)
     skip = 0  # batches of the resumed epoch already trained before the checkpoint

@@ -44,12 +44,14 @@ class TextClassificationDataModule(pl.LightningDataModule):
     # AG News is the one text set with a standard download: the CSVs with the md5s torchtext also checks.
     AG_NEWS_MD5 = {"train.csv": "b1a00f826fdfbd249f79597b59e1dc12", "test.csv": "d52ea96a97a2d943681189a97654912d"}
 
-    def __init__(self, dataset: str, data_dir: str, cache_dir: str, batch_size: int = 64, eval_batch_size: int = 512,
-                 val_size: int = 1000, test_size: int = 1000, split_seed: int = 0, shuffle_seed: int = 0,
+    # No defaults where conf/data's text options differ (batch and split sizes, length, downloads): conf/ is their
+    # one source.
+    def __init__(self, dataset: str, data_dir: str, cache_dir: str, *, batch_size: int, val_size: int,
+                 max_length: int, table: dict | None, download: bool, mirrors: list[str] | None,
+                 eval_batch_size: int = 512, test_size: int = 1000, split_seed: int = 0, shuffle_seed: int = 0,
                  tokenizer: str = "basic", lowercase: bool = True, min_frequency: int = 1,
-                 max_vocabulary_size: int | None = None, max_length: int = 64, bucketing: bool = True,
-                 pool_batches: int = 50, drop_last: bool = False, labels: str = "coarse", bad_rows: str = "error",
-                 table: dict | None = None, download: bool = True, mirrors: list[str] | None = None):
+                 max_vocabulary_size: int | None = None, bucketing: bool = True, pool_batches: int = 50,
+                 drop_last: bool = False, labels: str = "coarse", bad_rows: str = "error"):
         super().__init__()
         check_batch_sizes(batch_size, eval_batch_size)
         self.save_hyperparameters()

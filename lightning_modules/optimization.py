@@ -23,8 +23,7 @@ SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
 
 
-def parameter_groups(module: nn.Module, lr: float, weight_decay: float = 0.0,
-                     lr_multipliers: dict[str, float] | None = None,
+def parameter_groups(module: nn.Module, lr: float, lr_multipliers: dict[str, float], weight_decay: float = 0.0,
                      weight_decay_on_bias_and_norm: bool = False) -> list[dict]:
     """The module's trainable parameters as optimizer parameter groups.
 
@@ -79,7 +78,10 @@ def build_optimizer(module: nn.Module, optimizer: dict, grouping: dict | None) -
     """`optimizer` is a conf/optimizer config; `grouping` the `parameter_groups` config."""
     settings = dict(module=module, lr=optimizer.get("lr", 1.0), weight_decay=optimizer.get("weight_decay", 0.0))
     # No grouping config (a module built by hand): one group per weight-decay setting, no multipliers.
-    groups = build(grouping, "parameter_groups", **settings) if grouping else parameter_groups(**settings)
+    if grouping:
+        groups = build(grouping, "parameter_groups", **settings)
+    else:
+        groups = parameter_groups(**settings, lr_multipliers={})
     for group in groups:  # keys the optimizer does not take (Rprop, LBFGS, SparseAdam have no weight decay)
         for key in ("lr", "weight_decay"):
             if key not in optimizer:
@@ -97,8 +99,8 @@ class SparseAdamWithDense(torch.optim.Optimizer):
     with the two inner optimizers, so schedulers and the LR monitor see (and change) both.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 dense: dict | None = None):
+    def __init__(self, params, dense: dict, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
         sparse_groups, dense_groups = [], []
         for group in map(dict, params):
             (sparse_groups if group.pop("sparse", False) else dense_groups).append(group)

@@ -184,3 +184,21 @@ def unit_tests_start_no_python_process(request, monkeypatch):
                                  f"mark it @pytest.mark.runs")
         start(self, command, *args, **kwargs)
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse_python)
+
+
+def options_reading_token_ids(group: str) -> tuple[list[str], list[str]]:
+    """conf/<group>'s options (model or data) split by what their `_target_` is: (token-id ones, image ones). A
+    sequence network's constructor takes `vocabulary_size`; a text DataModule gives it."""
+    import inspect
+
+    from datamodules.text import TextClassificationDataModule
+    from lightlab.base.objects import locate
+    from lightlab.run.compose import CONFIG_DIR, compose_config
+
+    text, images = [], []
+    for option in sorted(p.stem for p in (CONFIG_DIR / group).glob("[!_]*.yaml")):
+        target = locate(compose_config([f"{group}={option}"], output_dir="unused")[group]._target_)
+        reads_text = ("vocabulary_size" in inspect.signature(target).parameters if group == "model"
+                      else issubclass(target, TextClassificationDataModule))
+        (text if reads_text else images).append(option)
+    return text, images

@@ -27,8 +27,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lightlab.base.errors import UserError
-from lightlab.sweeps.optuna_trials import write_trial_file
 from lightlab.base.files import write_json
+from lightlab.sweeps.optuna_trials import write_trial_file
 from lightlab.sweeps.summary import job_outcome
 
 
@@ -61,7 +61,8 @@ def search_space(params: dict) -> dict[str, Any]:
             raise UserError(f"hydra.sweeper.params.{key}={text}: use choice(...), interval(...), "
                             f"tag(log, interval(...)) or range(...).")
         else:
-            space[key] = lambda trial, text=override.get_value_element_as_str(): text
+            value_text = override.get_value_element_as_str()  # bound now, as a default, like the branches above
+            space[key] = lambda trial, text=value_text: text
     return space
 
 
@@ -69,7 +70,8 @@ class OptunaSweeper(Sweeper):
     def __init__(self, params: dict, n_trials: int, n_jobs: int, sampler, pruner, study_name: str,
                  storage: str | None = None):
         # Hydra instantiates the plugin recursively: sampler and pruner arrive as Optuna objects.
-        self.params, self.n_trials, self.n_jobs, self.sampler, self.pruner = params or {}, n_trials, n_jobs, sampler, pruner
+        self.params, self.n_trials, self.n_jobs, self.sampler, self.pruner = (
+            params or {}, n_trials, n_jobs, sampler, pruner)
         self.study_name, self.storage = study_name, storage
 
     def setup(self, *, hydra_context, task_function, config) -> None:

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 
 
 class EpochSpeed(pl.Callback):
-    # A fit resumed mid-epoch (lightlab/callbacks/preemption.py) enters the epoch without on_train_epoch_start: it measures the
-    # batches it trains.
+    # A fit resumed mid-epoch (lightlab/callbacks/preemption.py) enters the epoch without on_train_epoch_start: it
+    # measures the batches it trains.
     started: float | None = None
     samples = 0
 

@@ -33,7 +33,7 @@ class FreezeThenUnfreeze(BaseFinetuning):
     `unfreeze_lr` (weight decay as parameter_groups says). Lightning's BaseFinetuning keeps the added
     groups across resumes."""
 
-    def __init__(self, modules: list[str], unfreeze_at_epoch: int | None = None, unfreeze_lr: float = 1e-4,
+    def __init__(self, modules: list[str], unfreeze_at_epoch: int | None, unfreeze_lr: float = 1e-4,
                  train_batch_norm: bool = True):
         super().__init__()
         self.module_names = list(modules)
@@ -70,7 +70,7 @@ class FreezeThenUnfreeze(BaseFinetuning):
         present = {id(p) for group in optimizer.param_groups for p in group["params"]}
         grouping = dict(pl_module.hparams.get("parameter_groups") or {})
         for module in modules:
-            for group in parameter_groups(module, lr=self.unfreeze_lr,
+            for group in parameter_groups(module, lr=self.unfreeze_lr, lr_multipliers={},
                                           weight_decay=optimizer.defaults.get("weight_decay", 0.0),
                                           weight_decay_on_bias_and_norm=grouping.get("weight_decay_on_bias_and_norm",
                                                                                      False)):

@@ -23,7 +23,8 @@ def load_plain(path: str, key: str, fix: str):
     except Exception as error:  # truncated files, foreign formats, pickled objects: all refused
         raise UserError(f"{key}={path} does not load as plain tensors and numbers ({type(error).__name__}: "
                         f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no details'}). It is "
-                        f"truncated, not a checkpoint, or holds pickled objects, which are never loaded. {fix}") from None
+                        f"truncated, not a checkpoint, or holds pickled objects, which are never loaded. "
+                        f"{fix}") from None
 
 
 def compare_weights(own: dict, weights: dict, key: str, path: str, fix: str) -> None:

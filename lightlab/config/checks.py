@@ -26,6 +26,7 @@ class RunSettings:
     seed: int
     experiment_name: str
     run_name: str | None
+    sweep_name: str | None
     monitor: str
     monitor_mode: typing.Literal["min", "max"]
     test_after_fit: bool

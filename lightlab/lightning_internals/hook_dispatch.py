@@ -59,7 +59,8 @@ def _defines(callback: Callback, hook_name: str) -> bool:
     if (hook_name == "on_train_batch_end" and isinstance(callback, ModelCheckpoint)
             and callback._every_n_train_steps < 1 and callback._train_time_interval is None):
         return False  # it saves only on epochs then: its per-batch hook returns without doing anything
-    return getattr(type(callback), hook_name, None) is not getattr(Callback, hook_name, None) or hook_name in vars(callback)
+    return (getattr(type(callback), hook_name, None) is not getattr(Callback, hook_name, None)
+            or hook_name in vars(callback))
 
 
 def _call_defined_callback_hooks(trainer, hook_name, *args, monitoring_callbacks=None, **kwargs):

@@ -32,12 +32,14 @@ def checkpoint_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if not cfg.ckpt_path:
-        raise UserError(f"mode={cfg.mode} uses a trained checkpoint: add ckpt_path=<run folder>/checkpoints/<file>.ckpt.")
+        raise UserError(f"mode={cfg.mode} uses a trained checkpoint: "
+                        f"add ckpt_path=<run folder>/checkpoints/<file>.ckpt.")
     checkpoint = Path(cfg.ckpt_path).expanduser()
     if not checkpoint.is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file. Give a .ckpt file from a run's checkpoints/ folder.")
     run_dir = checkpoint_run_folder(cfg.ckpt_path)
-    saved_file, resolved_file = (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml") if run_dir else (None, None)
+    saved_file, resolved_file = ((run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml") if run_dir
+                                 else (None, None))
     if run_dir is None or not (saved_file.is_file() and resolved_file.is_file()):
         raise UserError(f"ckpt_path={cfg.ckpt_path}: mode={cfg.mode} reads the config of the run that wrote it, "
                         f"<run>/.hydra/config.yaml and <run>/config.yaml beside <run>/checkpoints/, and this "
@@ -129,8 +131,9 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
         from datamodules.vocabulary import PAD_ID, UNKNOWN_ID
 
         settings = datamodule.hparams
-        preprocessing = {"tokenizer": settings.tokenizer, "lowercase": settings.lowercase, "max_length":
-                         settings.max_length, "padding_id": PAD_ID, "unknown_id": UNKNOWN_ID, "vocabulary": datamodule.vocabulary.tokens}
+        preprocessing = {"tokenizer": settings.tokenizer, "lowercase": settings.lowercase,
+                         "max_length": settings.max_length, "padding_id": PAD_ID, "unknown_id": UNKNOWN_ID,
+                         "vocabulary": datamodule.vocabulary.tokens}
     else:
         preprocessing = {"input_shape": list(datamodule.input_shape), "pixels": "x / 255, then (x - mean) / std",
                          "mean": datamodule.mean, "std": datamodule.std}

@@ -51,9 +51,9 @@ class MLP(nn.Module):
     Dropout follows every hidden block but the last, as in the seed's MNISTClassifier and DynamicMLP.
     """
 
-    def __init__(self, input_shape: list[int], num_classes: int, hidden_dims: list[int] = (512, 256, 128),
-                 activation: Activation = "relu", dropout: float = 0.0, batch_norm: bool = False,
-                 residual: bool = False, init: Init = "default"):
+    # No defaults where conf/model's options differ (mlp, mlp_bn, residual_mlp): conf/ is their one source.
+    def __init__(self, input_shape: list[int], num_classes: int, *, hidden_dims: list[int], dropout: float,
+                 batch_norm: bool, residual: bool, init: Init, activation: Activation = "relu"):
         super().__init__()
         if not 0 <= dropout < 1:  # checked here: with one hidden layer no Dropout is built to refuse it
             raise ValueError(f"dropout={dropout}: a probability of zeroing a unit, from 0 (none) to below 1")

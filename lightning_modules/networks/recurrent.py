@@ -29,10 +29,10 @@ class AdditiveAttention(nn.Module):
 
 
 class RecurrentClassifier(nn.Module):
-    def __init__(self, input_shape: list[int], num_classes: int, vocabulary_size: int, cell: str = "lstm",
-                 embedding_dim: int = 128, hidden_size: int = 128, num_layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.3, pooling: str = "last", attention_width: int = 64,
-                 sparse_embeddings: bool = False):
+    # No defaults where conf/model's options differ (rnn, lstm, gru, bilstm_attention): conf/ is their one source.
+    def __init__(self, input_shape: list[int], num_classes: int, vocabulary_size: int, *, cell: str,
+                 bidirectional: bool, pooling: str, embedding_dim: int = 128, hidden_size: int = 128,
+                 num_layers: int = 1, dropout: float = 0.3, attention_width: int = 64, sparse_embeddings: bool = False):
         super().__init__()
         if cell not in CELLS or pooling not in POOLINGS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)} and pooling one of {', '.join(POOLINGS)}; "

@@ -1,4 +1,5 @@
-"""The seed's ResNet (He et al., 2016), sized from the data: basic residual blocks in stages, then average pool + Linear.
+"""The seed's ResNet (He et al., 2016), sized from the data: basic residual blocks in stages,
+then average pool + Linear.
 
 A block is 3x3 conv (stride) -> BN -> ReLU -> 3x3 conv -> BN, added to a shortcut, then ReLU. The shortcut is the
 input itself, or a 1x1 conv (stride) + BN where the block changes the size or the channel count.
@@ -36,7 +37,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, input_shape: list[int], num_classes: int, blocks_per_stage: list[int] = (2, 2, 2, 2),
+    def __init__(self, input_shape: list[int], num_classes: int, *, blocks_per_stage: list[int],  # resnet18/34
                  widths: list[int] = (64, 128, 256, 512), stem: Literal["cifar", "imagenet"] = "cifar",
                  zero_init_last_bn: bool = False):
         super().__init__()

@@ -23,7 +23,8 @@ class ClassificationModule(TaskModule):
         self.save_hyperparameters()
         if test_time_flip and len(input_shape) != 3:
             raise UserError(f"lightning_module.test_time_flip=true mirrors images, but this data's inputs have shape "
-                            f"{list(input_shape)}, not (channels, height, width). Set lightning_module.test_time_flip=false.")
+                            f"{list(input_shape)}, not (channels, height, width). "
+                            f"Set lightning_module.test_time_flip=false.")
         # Text data adds its vocabulary's size (the embedding's rows); image data has none.
         vocabulary = {} if vocabulary_size is None else {"vocabulary_size": vocabulary_size}
         self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape),

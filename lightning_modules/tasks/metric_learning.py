@@ -79,7 +79,8 @@ class MetricLearningModule(TaskModule):
                  compile: bool = False, channels_last: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape), num_classes=embedding_dim)
+        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape),
+                                      num_classes=embedding_dim)
         self.loss = instantiate(loss, _convert_="all")
         self.mine = MINERS[mining]
         self.knn_accuracy = torch.nn.ModuleDict({

@@ -77,7 +77,8 @@ class MultiTaskModule(TaskModule):
             if target.kind == "classification" and outputs[name] < 2:
                 raise UserError(f"lightning_module.tasks.{name}: a classification head needs one output per "
                                 f"class (outputs >= 2, or null for the data's {num_classes}), got {outputs[name]}.")
-        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape), num_classes=trunk_width)
+        self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape),
+                                      num_classes=trunk_width)
         self.heads = nn.ModuleDict({name: nn.Linear(trunk_width, width) for name, width in outputs.items()})
         self.task_losses = nn.ModuleDict({name: instantiate(task["loss"], _convert_="all")
                                           for name, task in tasks.items()})

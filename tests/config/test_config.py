@@ -12,10 +12,12 @@ from lightlab.lightning_internals.ddp_launch import JobDDPStrategy
 from lightlab.run.compose import CONFIG_DIR, compose_config
 from lightlab.run.folders import numbered_dir
 from run import build
-from tests.conftest import write_cifar10, write_cifar100, write_tiny_mnist, write_tiny_text
+from tests.conftest import options_reading_token_ids, write_cifar10, write_cifar100, write_tiny_mnist, write_tiny_text
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
                        for option in group.glob("*.yaml") if not option.name.startswith("_"))  # _x: shared parts
+
+READS_TOKEN_IDS = {group: options_reading_token_ids(group)[0] for group in ("model", "data")}
 
 
 def test_every_group_has_options():
@@ -36,10 +38,9 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     write_cifar10(tiny_data, per_batch=64)
     write_cifar100(tiny_data, count=320)
     write_tiny_text(tiny_data, train=1200)  # mr and sms_spam hold out 1,000 test texts
-    # A text dataset needs a sequence model and the other way round (their configs build on _text / _recurrent).
-    option_text = (CONFIG_DIR / group / f"{option}.yaml").read_text()
+    # A text dataset needs a sequence model and the other way round (known from their _target_).
     partner = {"data": ["model=lstm"], "model": ["data=sst2"]}.get(group, []) if (
-        "_text" in option_text or "_recurrent" in option_text) else []
+        option in READS_TOKEN_IDS.get(group, [])) else []
     cfg = compose_config([f"{group}={option}", *partner, f"paths.data_dir={tiny_data}",
                           f"paths.cache_dir={tmp_path / 'cache'}", "data.val_size=64",
                           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -77,8 +78,8 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
 
 
 @pytest.mark.parametrize("override,message", [
-    ("+model.hiden_dims=[8]", r"'model.hiden_dims' is not a parameter of lightning_modules.networks.mlp.MLP \(it accepts: "
-                              r"input_shape, num_classes, hidden_dims"),
+    ("+model.hiden_dims=[8]", r"'model.hiden_dims' is not a parameter of lightning_modules.networks.mlp.MLP "
+                              r"\(it accepts: input_shape, num_classes, hidden_dims"),
     ("trainer.max_epochs=abc", r"'trainer.max_epochs' is 'abc' \(str\) but pytorch_lightning.Trainer expects int"),
     ("model.activation=relux", r"'model.activation' is 'relux' .* expects one of 'relu', 'gelu'"),
     ("model.hidden_dims=[8,x]", r"'model.hidden_dims' is \[8, 'x'\] .* expects list of int"),

@@ -57,7 +57,8 @@ def workspace(tmp_path_factory):
 CASES = [
     # config: unknown keys, wrong types, out-of-range values, unknown targets
     (["trainer.max_epoch=3"], 1, "Could not override 'trainer.max_epoch'", 10),
-    (["trainer.max_epochs=abc"], 2, "'trainer.max_epochs' is 'abc' (str) but pytorch_lightning.Trainer expects int", 10),
+    (["trainer.max_epochs=abc"], 2, "'trainer.max_epochs' is 'abc' (str) but pytorch_lightning.Trainer expects int",
+     10),
     (["+model.hiden_dims=[8]"], 2, "'model.hiden_dims' is not a parameter of lightning_modules.networks.mlp.MLP", 10),
     (["model.activation=relux"], 2, "'model.activation' is 'relux'", 10),
     (["optimizer._target_=torch.optim.Adamm"], 2, "optimizer._target_: cannot import 'torch.optim.Adamm'", 10),

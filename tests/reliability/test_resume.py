@@ -46,7 +46,8 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def sigterm_then_resume(tmp_path: Path, *extra: str, kill: bool = False) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def sigterm_then_resume(tmp_path: Path, *extra: str,
+                        kill: bool = False) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """An uninterrupted run, and the same run stopped early in epoch 2 and then run again: by SIGTERM (a checkpoint
     after epoch 2's first step), or with kill=True by SIGKILL before that step (the epoch boundary's last.ckpt)."""
     data = write_cifar10(tmp_path / "data", per_batch=64) and tmp_path / "data"
@@ -202,7 +203,8 @@ def test_a_plateau_whose_patience_runs_out_across_the_interruption_lowers_the_lr
     reference = run_cli(*settings, "run_name=uninterrupted")
     assert reference.returncode == 0, reference.stderr[-3000:]
     process = start([*settings, "run_name=interrupted"], tmp_path / "killed.log")
-    wait_for(tmp_path / "logs" / "mnist_mlp" / "interrupted" / "pausing_before_epoch_1", process, tmp_path / "killed.log")
+    wait_for(tmp_path / "logs" / "mnist_mlp" / "interrupted" / "pausing_before_epoch_1", process,
+             tmp_path / "killed.log")
     process.send_signal(signal.SIGTERM)  # one epoch without improvement done: patience is half spent
     assert process.wait(timeout=120) == 143
     resumed = run_cli(*settings, "run_name=interrupted")

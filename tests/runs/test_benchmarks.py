@@ -5,18 +5,14 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 import torch
 from hydra.utils import instantiate
 
 from benchmarks import flops
 from benchmarks.data_path import PerSampleTransform
 from benchmarks.epoch_time import WORKLOADS, HandWritten, composed
-from tests.conftest import write_tiny_mnist, write_tiny_text
-
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_tiny_mnist, write_tiny_text
 
 
 def test_training_flops_count_three_products_per_linear_layer():
@@ -72,7 +68,8 @@ def test_the_suite_runs_every_measurement_and_writes_json_and_csv(tmp_path):
                                  ("MLP FLOP/s", "framework / torch.mm on the step's products")]:
         assert (section, measurement) in measurements
     assert all(math.isfinite(value) and value > 0 for row in rows for value in row["values"])
-    assert [row["target"].split(":")[0] for row in rows if row["target"]] == ["<= 1.05"] * 3 + ["<= 3", ">= 10", ">= 0.35"]
+    assert ([row["target"].split(":")[0] for row in rows if row["target"]]
+            == ["<= 1.05"] * 3 + ["<= 3", ">= 10", ">= 0.35"])
     with open(tmp_path / "out" / "suite.csv") as file:
         table = list(csv.DictReader(file))
     assert [row["measurement"] for row in table] == [row["measurement"] for row in rows]

@@ -23,7 +23,8 @@ def weak_run(tmp_path_factory):
     """One short epoch at a small learning rate: a test accuracy well below 1, so a wrong prediction shows."""
     base = tmp_path_factory.mktemp("checkpoint_modes")
     data = write_tiny_mnist(base / "data")
-    result = run_cli(*quick_overrides(data, base / "logs"), "trainer.max_epochs=1", "optimizer.lr=3e-4", "run_name=weak")
+    result = run_cli(*quick_overrides(data, base / "logs"), "trainer.max_epochs=1", "optimizer.lr=3e-4",
+                     "run_name=weak")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = base / "logs" / "mnist_mlp" / "weak"
     summary = json.loads((run_dir / "metrics.json").read_text())
@@ -116,7 +117,8 @@ def test_new_png_and_npy_images_get_the_predictions_of_the_same_test_images(weak
     (["mode=test", "CHECKPOINT", "data=cifar10"], "`data=cifar10`: mode=test uses the checkpoint's own config"),
     (["mode=test", "CHECKPOINT", "debug=limit_batches"], "`debug=limit_batches`: mode=test uses the checkpoint's own"),
     (["mode=test", "CHECKPOINT", "~callbacks.evaluation_images"], "keeps every key of the run's config; set a value"),
-    (["mode=test", "CHECKPOINT", "trainer.accelerator=gpu"], "but this machine has no GPU: add trainer.accelerator=cpu"),
+    (["mode=test", "CHECKPOINT", "trainer.accelerator=gpu"],
+     "but this machine has no GPU: add trainer.accelerator=cpu"),
     (["mode=predict", "CHECKPOINT", "predict_input=BIG_PNG"], "is 32x32 pixels; this network takes 28x28 images"),
     (["mode=predict", "CHECKPOINT", "predict_input=nowhere"], "predict_input=nowhere does not exist"),
     (["mode=predict", "CHECKPOINT", "predict_input=TEXT_FILE"], "holds no .png/.npy file"),
@@ -130,8 +132,9 @@ def test_bad_checkpoint_mode_input_is_named_and_exits_non_zero(weak_run, argumen
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
     (tmp_path / "lines.txt").write_text("a text\n")
     (tmp_path / "loose.ckpt").write_bytes(Path(weak_run["checkpoint"]).read_bytes())  # outside any run folder
-    replacements = {"CHECKPOINT": f"ckpt_path={weak_run['checkpoint']}", "predict_input=BIG_PNG":
-                    f"predict_input={tmp_path / 'big.png'}", "predict_input=TEXT_FILE": f"predict_input={tmp_path / 'lines.txt'}",
+    replacements = {"CHECKPOINT": f"ckpt_path={weak_run['checkpoint']}",
+                    "predict_input=BIG_PNG": f"predict_input={tmp_path / 'big.png'}",
+                    "predict_input=TEXT_FILE": f"predict_input={tmp_path / 'lines.txt'}",
                     "ckpt_path=LOOSE": f"ckpt_path={tmp_path / 'loose.ckpt'}"}
     result = run_cli(*[replacements.get(a, a) for a in arguments], QUIET, f"paths.log_dir={tmp_path / 'logs'}")
     # lightlab's checks exit 2; in a sweep (-m) the job is recorded as failed and the sweep exits 1
@@ -153,7 +156,8 @@ def test_only_classifiers_are_exported(tmp_path):
 
 def test_text_predictions_follow_the_test_split_and_new_lines(tmp_path):
     data = write_tiny_text(tmp_path / "data")
-    overrides = [f"paths.data_dir={data}", f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}",
+    overrides = [f"paths.data_dir={data}", f"paths.log_dir={tmp_path / 'logs'}",
+                 f"paths.cache_dir={tmp_path / 'cache'}",
                  "data=sst2", "model=lstm", "model.embedding_dim=16", "model.hidden_size=16", "trainer.max_epochs=1",
                  "data.val_size=50", "run_name=text", QUIET]
     trained = run_cli(*overrides)
@@ -168,8 +172,8 @@ def test_text_predictions_follow_the_test_split_and_new_lines(tmp_path):
     assert accuracy == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)  # logged as float32
     dev = (data / "sst2" / "dev.tsv").read_text().splitlines()[1:4]
     (tmp_path / "new.txt").write_text("\n".join(line.split("\t")[0] for line in dev) + "\n\n")
-    on_lines = run_cli("mode=predict", f"ckpt_path={summary['best_checkpoint']}", f"predict_input={tmp_path / 'new.txt'}",
-                       QUIET, "run_name=lines")
+    on_lines = run_cli("mode=predict", f"ckpt_path={summary['best_checkpoint']}",
+                       f"predict_input={tmp_path / 'new.txt'}", QUIET, "run_name=lines")
     assert on_lines.returncode == 0, on_lines.stderr[-3000:]
     _, new_rows = read_predictions(run_dir / "lines" / "predictions.csv")
     assert [row["id"] for row in new_rows] == ["new.txt:1", "new.txt:2", "new.txt:3"]  # the empty line is skipped
@@ -179,7 +183,8 @@ def test_text_predictions_follow_the_test_split_and_new_lines(tmp_path):
 
 def test_a_run_records_its_command_git_commit_and_package_versions(weak_run):
     provenance = json.loads((weak_run["run_dir"] / "provenance.json").read_text())
-    git = lambda *args: subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
     assert provenance["git"]["commit"] == git("rev-parse", "HEAD")
     assert provenance["git"]["dirty"] == bool(git("status", "--porcelain"))
     assert provenance["packages"]["torch"] == torch.__version__

@@ -79,7 +79,8 @@ def test_unknown_key_fails_fast_naming_it(tmp_path):
     started = time.monotonic()
     result = run_cli("trainer.max_epoch=3", f"paths.log_dir={tmp_path}")
     assert result.returncode != 0
-    assert "Could not override 'trainer.max_epoch'" in result.stderr and "Key 'max_epoch' is not in struct" in result.stderr
+    assert ("Could not override 'trainer.max_epoch'" in result.stderr
+            and "Key 'max_epoch' is not in struct" in result.stderr)
     result = run_cli("+model.widths=[3]", f"paths.log_dir={tmp_path}", "paths.data_dir=/nonexistent")
     assert result.returncode == 2
     assert "'model.widths' is not a parameter of lightning_modules.networks.mlp.MLP" in result.stderr

@@ -160,7 +160,8 @@ def test_optuna_study_prunes_by_the_configured_pruner_and_a_rerun_continues_the_
     study = optuna.load_study(study_name="mnist_mlp", storage=f"sqlite:///{sweep / 'optuna.db'}")
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(13)) and killed.number == 10
-    assert [t.state.name for t in trials][10] == "FAIL" and {t.state.name for t in trials[11:]} <= {"COMPLETE", "PRUNED"}
+    assert ([t.state.name for t in trials][10] == "FAIL"
+            and {t.state.name for t in trials[11:]} <= {"COMPLETE", "PRUNED"})
     assert all((sweep / str(job) / "status.json").stat().st_mtime_ns == statuses[job] for job in range(10))
     rows = read_summary(sweep)
     assert [int(r["job"]) for r in rows] == list(range(13)) and rows[10]["status"] == "interrupted"

@@ -1,5 +1,6 @@
-"""TensorBoard's IMAGES, TEXT and HISTOGRAMS of a run (lightlab/callbacks/evaluation_images.py, lightlab/callbacks/parameter_histograms.py):
-short real runs of run.py on tiny data, their event files read back with TensorBoard's own reader."""
+"""TensorBoard's IMAGES, TEXT and HISTOGRAMS of a run (lightlab/callbacks/evaluation_images.py,
+lightlab/callbacks/parameter_histograms.py): short real runs of run.py on tiny data, their event files read back with
+TensorBoard's own reader."""
 import io
 
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.vocabulary import Vocabulary
-from lightlab.callbacks.evaluation_images import channel_grid, confusion_image, misclassified_table
+from lightlab.callbacks.pictures import channel_grid, confusion_image, misclassified_table
 from tests.conftest import quick_overrides, run_cli, write_tiny_mnist, write_tiny_text
 
 # model=cnn, small: two blocks of 4 and 8 channels, both pooled (28x28 -> 7x7)
@@ -35,7 +36,8 @@ def image_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     data = write_tiny_mnist(root / "data")
     result = run_cli(*cnn_overrides(data, root / "logs"), "callbacks.evaluation_images.feature_map_layer=features.2",
-                     "callbacks.evaluation_images.feature_map_channels=3", "callbacks.parameter_histograms.every_n_epochs=1",
+                     "callbacks.evaluation_images.feature_map_channels=3",
+                     "callbacks.parameter_histograms.every_n_epochs=1",
                      "run_name=images")
     assert result.returncode == 0, result.stderr[-3000:]
     return read_events(root / "logs" / "mnist_cnn" / "images")
@@ -77,7 +79,8 @@ def test_weight_and_gradient_histograms_every_epoch(image_run):
 
 def test_text_run_draws_attention_and_lists_misclassified_texts(tmp_path):
     data = write_tiny_text(tmp_path / "data", train=120, test=40)
-    result = run_cli("data=sst2", "model=bilstm_attention", f"paths.data_dir={data}", f"paths.log_dir={tmp_path / 'logs'}",
+    result = run_cli("data=sst2", "model=bilstm_attention", f"paths.data_dir={data}",
+                     f"paths.log_dir={tmp_path / 'logs'}",
                      f"paths.cache_dir={tmp_path / 'cache'}", "data.val_size=20", "model.embedding_dim=16",
                      "model.hidden_size=16", "model.attention_width=8", "trainer.max_epochs=1",
                      "callbacks.evaluation_images.attention_layer=attention",

@@ -99,7 +99,8 @@ def fit_and_record(profiler, tmp_path) -> tuple[list, list]:
                                       filename="{step}", save_top_k=-1)
     data = DataLoader(TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,))), batch_size=8)
     trainer = pl.Trainer(max_epochs=2, profiler=profiler, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[RecordingCallback(calls), only_instance, step_checkpoint])
+                         enable_model_summary=False,
+                         callbacks=[RecordingCallback(calls), only_instance, step_checkpoint])
     trainer.fit(TinyModule(calls), train_dataloaders=data)
     return calls, instance_calls
 
@@ -135,7 +136,8 @@ def test_training_accuracy_counted_in_the_step_equals_torchmetrics_and_no_event_
     datamodule.setup("fit")
     labels = datamodule.splits["fit"][1]
     with torch.no_grad():
-        expected = MulticlassAccuracy(10, average="micro")(module.eval()(datamodule.training_sample(len(labels))), labels)
+        expected = MulticlassAccuracy(10, average="micro")(
+            module.eval()(datamodule.training_sample(len(labels))), labels)
     assert 0.02 < logged < 0.98 and logged == pytest.approx(float(expected), abs=1e-6)
     # The run closes every TensorBoard writer it opened (a leaked one kept a thread per run of a sweep).
     assert not [t for t in threading.enumerate() if isinstance(t, _AsyncWriterThread)]

@@ -17,6 +17,10 @@ class ForgetsTheMask(FusedBiasReLU):
         return grad_output, grad_output.reshape(-1, grad_output.shape[-1]).sum(0)
 
 
+# The MLP's settings that conf/model sets (the constructor has no default for them), plain ones here.
+PLAIN = dict(dropout=0.0, residual=False, init="default")
+
+
 def double_inputs(*shape):
     generator = torch.Generator().manual_seed(0)
     input = torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -74,9 +78,9 @@ def count_parameters(net):
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_mlp_with_fused_activation_has_the_same_parameters_and_trains(batch_norm):
-    plain = MLP([1, 8, 8], 10, hidden_dims=[32, 16], activation="relu", batch_norm=batch_norm)
+    plain = MLP([1, 8, 8], 10, **PLAIN, hidden_dims=[32, 16], activation="relu", batch_norm=batch_norm)
     torch.manual_seed(0)
-    net = MLP([1, 8, 8], 10, hidden_dims=[32, 16], activation="fused_bias_relu", batch_norm=batch_norm)
+    net = MLP([1, 8, 8], 10, **PLAIN, hidden_dims=[32, 16], activation="fused_bias_relu", batch_norm=batch_norm)
     assert count_parameters(net) == count_parameters(plain)
     block = net.features[0].layers
     assert block[0].bias is None and isinstance(block[-1], FusedBiasReLULayer)
@@ -96,14 +100,15 @@ def test_mlp_with_fused_activation_has_the_same_parameters_and_trains(batch_norm
 
 def test_mlp_state_dict_round_trips_with_weights_only_load():
     torch.manual_seed(0)
-    net = MLP([16], 4, hidden_dims=[8, 8], activation="fused_bias_relu", init="kaiming")
+    net = MLP([16], 4, **{**PLAIN, "init": "kaiming"}, hidden_dims=[8, 8], batch_norm=False,
+              activation="fused_bias_relu")
     assert torch.count_nonzero(net.features[0].layers[1].bias) == 0  # kaiming zeroes biases, the fused ones too
     with torch.no_grad():
         net.features[0].layers[1].bias.uniform_()  # a bias the fresh network below cannot have by chance
     buffer = io.BytesIO()
     torch.save(net.state_dict(), buffer)
     buffer.seek(0)
-    restored = MLP([16], 4, hidden_dims=[8, 8], activation="fused_bias_relu")
+    restored = MLP([16], 4, **PLAIN, hidden_dims=[8, 8], batch_norm=False, activation="fused_bias_relu")
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     x = torch.randn(5, 16)
     assert torch.equal(restored(x), net(x))

@@ -3,14 +3,16 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightlab.run.compose import compose_config
 from lightning_modules.networks.cnn import BasicCNN
 from lightning_modules.networks.mlp import MLP, HiddenBlock
+from tests.conftest import options_reading_token_ids
 
-# Image networks and image data; the sequence models and text data (their configs build on _recurrent / _text)
+# Image networks and image data (known from their _target_); the sequence models and text data
 # are tested over each other in tests/unit/test_text.py.
-MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("[!_]*.yaml") if "_recurrent" not in p.read_text())
-DATA = sorted(p.stem for p in (CONFIG_DIR / "data").glob("[!_]*.yaml") if "_text" not in p.read_text())
+
+MODELS = options_reading_token_ids("model")[1]
+DATA = options_reading_token_ids("data")[1]
 
 
 @pytest.mark.parametrize("data", DATA)
@@ -39,12 +41,13 @@ def test_model_builds_for_data_and_one_step_lowers_the_loss(model, data, tmp_pat
 
 
 def test_seed_networks_are_settings_of_the_mlp():
-    mnist_classifier = MLP([1, 28, 28], 10, hidden_dims=[512, 256, 128], dropout=0.3)
+    mnist_classifier = MLP([1, 28, 28], 10, hidden_dims=[512, 256, 128], dropout=0.3, batch_norm=False, residual=False,
+                           init="default")
     widths = [(b.layers[0].in_features, b.layers[0].out_features) for b in mnist_classifier.features]
     assert widths == [(784, 512), (512, 256), (256, 128)]
     dropouts = [any(isinstance(m, torch.nn.Dropout) for m in b.layers) for b in mnist_classifier.features]
     assert dropouts == [True, True, False]  # the seed's MNISTClassifier: no dropout after the last hidden layer
-    with_bn = MLP([784], 10, hidden_dims=[64, 64], batch_norm=True)
+    with_bn = MLP([784], 10, hidden_dims=[64, 64], batch_norm=True, dropout=0.0, residual=False, init="default")
     assert all(isinstance(b.layers[1], torch.nn.BatchNorm1d) for b in with_bn.features)
 
 
@@ -58,10 +61,11 @@ def test_residual_blocks_add_their_input_only_where_widths_match():
 @pytest.mark.parametrize("init,expected_std", [("kaiming", (2 / 784) ** 0.5), ("xavier", (2 / (784 + 512)) ** 0.5)])
 def test_weight_initialisation_follows_config(init, expected_std):
     torch.manual_seed(0)
-    first = MLP([784], 10, hidden_dims=[512], init=init).features[0].layers[0]
+    plain = dict(hidden_dims=[512], dropout=0.0, batch_norm=False, residual=False)
+    first = MLP([784], 10, **plain, init=init).features[0].layers[0]
     assert first.weight.std().item() == pytest.approx(expected_std, rel=0.05)
     assert torch.count_nonzero(first.bias) == 0
-    default = MLP([784], 10, hidden_dims=[512]).features[0].layers[0]  # PyTorch's: uniform(+-1/sqrt(fan_in))
+    default = MLP([784], 10, **plain, init="default").features[0].layers[0]  # PyTorch's: uniform(+-1/sqrt(fan_in))
     assert default.weight.abs().max().item() <= 784 ** -0.5 + 1e-6
 
 

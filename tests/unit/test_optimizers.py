@@ -15,7 +15,7 @@ from lightlab.callbacks.finetuning import load_network_weights
 from lightlab.run.compose import compose_config
 from lightning_modules.tasks.classification import ClassificationModule
 from run import build, train
-from tests.conftest import quick_overrides, require_real_data, run_cli
+from tests.conftest import quick_overrides
 
 
 def compose(tmp_path, data, *overrides):
@@ -184,7 +184,8 @@ def test_finetuning_starts_from_weights_freezes_then_unfreezes_with_its_own_lr(t
 
 
 def test_unfrozen_groups_follow_the_schedule_the_decay_rules_and_a_resume(tmp_path, tiny_data):
-    finetune = ["callbacks=finetune", "callbacks.finetune.modules=[net.features]", "callbacks.finetune.unfreeze_at_epoch=1",
+    finetune = ["callbacks=finetune", "callbacks.finetune.modules=[net.features]",
+                "callbacks.finetune.unfreeze_at_epoch=1",
                 "callbacks.finetune.unfreeze_lr=0.0004", "optimizer=adamw", "scheduler=step", "trainer.max_epochs=3"]
     cfg = compose(tmp_path / "first", tiny_data, *finetune, "trainer.max_epochs=2")
     datamodule, module, trainer = build(cfg)
@@ -267,7 +268,8 @@ def test_every_optimizer_option_builds_its_torch_class_with_the_configured_argum
 @pytest.mark.parametrize("overrides,message", [
     (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], "optimizer=lbfgs cannot accumulate gradients"),
     (["callbacks=finetune", "scheduler=onecycle"], "callbacks.finetune cannot add parameter groups under OneCycleLR"),
-    (["callbacks=finetune", "optimizer=lbfgs", "scheduler=none"], "callbacks.finetune cannot unfreeze into optimizer=lbfgs"),
+    (["callbacks=finetune", "optimizer=lbfgs", "scheduler=none"],
+     "callbacks.finetune cannot unfreeze into optimizer=lbfgs"),
     (["optimizer.lr=-1"], r"optimizer \(torch.optim.Adam\) cannot be built with these settings: Invalid learning rate"),
     (["scheduler=lambda", "scheduler.scheduler.function=no.such.function"], "cannot import 'no.such.function'"),
 ])
@@ -277,36 +279,6 @@ def test_combinations_that_would_fail_later_are_refused_before_training(override
     with pytest.raises(UserError, match=message):
         trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 0
-
-
-@pytest.mark.data
-def test_mnist_features_fine_tuned_on_fashion_mnist(tmp_path):
-    """The shipped fine-tuning experiment on real data, from a (shortened) MNIST pretraining run."""
-    data = require_real_data("FashionMNIST")
-    require_real_data("MNIST")
-    logs = tmp_path / "logs"
-    pretrain = run_cli("experiment=mnist_mlp", "run_name=pretrained", "trainer.max_epochs=3", f"paths.data_dir={data}",
-                       f"paths.log_dir={logs}")
-    assert pretrain.returncode == 0, pretrain.stderr[-2000:]
-    source = logs / "mnist_mlp" / "pretrained" / "checkpoints" / "last.ckpt"
-    result = run_cli("experiment=fashion_mnist_finetune", f"init_from={source}", "run_name=finetuned",
-                     f"paths.data_dir={data}", f"paths.log_dir={logs}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((logs / "fashion_mnist_finetune" / "finetuned" / "metrics.json").read_text())["metrics"]
-    assert metrics["test/acc"] >= 0.86
-
-
-@pytest.mark.data
-def test_lbfgs_learns_real_mnist(tmp_path):
-    data = require_real_data("MNIST")
-    result = run_cli("optimizer=lbfgs", "trainer.max_epochs=1", "trainer.limit_train_batches=100",
-                     "trainer.log_every_n_steps=10", f"paths.data_dir={data}", f"paths.log_dir={tmp_path}",
-                     "run_name=lbfgs")
-    assert result.returncode == 0, result.stderr[-2000:]
-    run_dir = tmp_path / "mnist_mlp" / "lbfgs"
-    step_losses = scalars(run_dir, "train/loss_step")
-    assert len(step_losses) == 10 and step_losses[-1] < 0.3 * step_losses[0]
-    assert json.loads((run_dir / "metrics.json").read_text())["metrics"]["test/acc"] >= 0.9
 
 
 def test_learning_rate_finder_sets_the_peak_of_a_one_cycle_schedule(tmp_path, tiny_data):

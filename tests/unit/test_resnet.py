@@ -27,10 +27,12 @@ def stage_one_sizes(net: ResNet, image_size: int) -> tuple[list[int], list[int]]
 
 
 def test_cifar_stem_keeps_the_image_size_and_imagenet_stem_quarters_it():
-    assert stage_one_sizes(ResNet([3, 32, 32], 10, stem="cifar"), 32) == ([32, 32], [32, 32])
-    assert stage_one_sizes(ResNet([3, 224, 224], 10, stem="imagenet"), 224) == ([56, 56], [56, 56])
+    assert (stage_one_sizes(ResNet([3, 32, 32], 10, blocks_per_stage=[2, 2, 2, 2], stem="cifar"), 32)
+            == ([32, 32], [32, 32]))
+    assert (stage_one_sizes(ResNet([3, 224, 224], 10, blocks_per_stage=[2, 2, 2, 2], stem="imagenet"), 224)
+            == ([56, 56], [56, 56]))
     with pytest.raises(ValueError, match="stem must be"):
-        ResNet([3, 32, 32], 10, stem="tiny")
+        ResNet([3, 32, 32], 10, blocks_per_stage=[2, 2, 2, 2], stem="tiny")
 
 
 def test_shortcut_is_identity_exactly_where_stride_one_and_widths_match():

@@ -128,7 +128,8 @@ def test_warmup_on_a_schedule_that_sets_the_rate_itself_is_refused(tmp_path, tin
 def test_plateau_lowers_the_rate_when_the_metric_stalls_and_resumes_with_its_state(tmp_path, tiny_data):
     # A learning rate too small to change any prediction: val/acc stalls on purpose, exactly. (eps=0:
     # by default the scheduler ignores changes of the rate smaller than 1e-8.)
-    stalled = ["scheduler=plateau", "optimizer.lr=1e-12", "+scheduler.scheduler.eps=0", "scheduler.scheduler.patience=1",
+    stalled = ["scheduler=plateau", "optimizer.lr=1e-12", "+scheduler.scheduler.eps=0",
+               "scheduler.scheduler.patience=1",
                "scheduler.scheduler.factor=0.5", "monitor=val/acc", "trainer.num_sanity_val_steps=0"]
     scalars = run(tmp_path / "whole", tiny_data, *stalled)
     accuracies, logged = scalars["val/acc"], scalars["lr-Adam"]

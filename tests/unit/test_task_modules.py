@@ -86,7 +86,9 @@ def test_semi_hard_never_pairs_a_sample_with_itself_and_skips_anchors_without_a_
 def test_triplet_loss_gradients_repeat_exactly():
     """Runs with one seed repeat exactly only if a sample's gradients from its many triplets add up in a fixed
     order (embeddings[indices] does not guarantee that on a multi-threaded CPU; index_select does)."""
-    module = MetricLearningModule(net={"_target_": "lightning_modules.networks.mlp.MLP", "hidden_dims": [32]}, optimizer={},
+    mlp = {"_target_": "lightning_modules.networks.mlp.MLP", "hidden_dims": [32], "dropout": 0.0, "batch_norm": False,
+           "residual": False, "init": "default"}
+    module = MetricLearningModule(net=mlp, optimizer={},
                                   loss={"_target_": "torch.nn.TripletMarginLoss", "margin": 0.2},
                                   input_shape=[1, 28, 28], num_classes=10)
     generator = torch.Generator().manual_seed(0)

@@ -13,13 +13,16 @@ from datamodules.text import TextClassificationDataModule
 from datamodules.vocabulary import PAD_ID, UNKNOWN_ID, Vocabulary, padded_ids, tokenize
 from lightlab.base.errors import UserError
 from lightlab.callbacks.feature_maps import FeatureMaps
-from lightlab.run.compose import CONFIG_DIR, compose_config
+from lightlab.run.compose import compose_config
 from lightning_modules.networks.recurrent import RecurrentClassifier
 from run import build
-from tests.conftest import ROOT, require_real_data, run_cli, write_tiny_text
+from tests.conftest import ROOT, options_reading_token_ids, require_real_data, run_cli, write_tiny_text
 
-SEQUENCE_MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("[!_]*.yaml") if "_recurrent" in p.read_text())
-TEXT_DATA = sorted(p.stem for p in (CONFIG_DIR / "data").glob("[!_]*.yaml") if "_text" in p.read_text())
+SEQUENCE_MODELS = options_reading_token_ids("model")[0]
+TEXT_DATA = options_reading_token_ids("data")[0]
+
+# The text DataModule's settings that conf/data sets (its constructor has no default for them).
+TEXT_SETTINGS = dict(batch_size=64, max_length=64, table=None, download=False, mirrors=None)
 
 
 @pytest.fixture
@@ -71,7 +74,7 @@ def test_sequence_model_configs_build_and_one_step_lowers_the_loss(model, tmp_pa
 
 
 def test_attention_weights_are_exposed_and_ignore_padding():
-    net = RecurrentClassifier([64], 2, vocabulary_size=30, pooling="attention", bidirectional=True).eval()
+    net = RecurrentClassifier([64], 2, vocabulary_size=30, cell="lstm", pooling="attention", bidirectional=True).eval()
     with FeatureMaps(net, ["attention"]) as maps:
         net(torch.randint(2, 30, (2, 7)), torch.tensor([7, 3]))
     context, weights = maps["attention"]
@@ -117,7 +120,8 @@ def test_bucketed_batches_cover_every_text_once_with_similar_lengths():
 
 
 def test_datamodule_caches_outside_the_data_folder_and_rereads_when_settings_change(text_data, tmp_path, monkeypatch):
-    settings = dict(dataset="sst2", data_dir=str(text_data), cache_dir=str(tmp_path / "cache"), val_size=40)
+    settings = dict(dataset="sst2", data_dir=str(text_data), cache_dir=str(tmp_path / "cache"), val_size=40,
+                    **TEXT_SETTINGS)
     first = TextClassificationDataModule(**settings)
     first.setup("fit")
     caches = list((tmp_path / "cache" / "text").glob("sst2-*.pt"))
@@ -134,7 +138,8 @@ def test_datamodule_caches_outside_the_data_folder_and_rereads_when_settings_cha
     monkeypatch.undo()
     third = TextClassificationDataModule(**settings, max_vocabulary_size=5)
     third.setup("fit")
-    assert len(list((tmp_path / "cache" / "text").glob("sst2-*.pt"))) == 2 and len(third.vocabulary) == 5 < len(first.vocabulary)
+    assert (len(list((tmp_path / "cache" / "text").glob("sst2-*.pt"))) == 2
+            and len(third.vocabulary) == 5 < len(first.vocabulary))
     # The vocabulary holds training-split tokens only: nothing seen only in validation or test.
     fit_tokens = {t for text_ids in first.splits["fit"][0] for t in text_ids.tolist()}
     assert set(range(len(first.vocabulary))) - {PAD_ID, UNKNOWN_ID} <= fit_tokens
@@ -177,17 +182,20 @@ def test_ag_news_is_downloaded_from_a_mirror_and_md5_verified(text_data, tmp_pat
     md5s = {name: hashlib.md5((mirror / name).read_bytes()).hexdigest() for name in ("train.csv", "test.csv")}
     monkeypatch.setattr(TextClassificationDataModule, "AG_NEWS_MD5", md5s)  # the published ones are checked alike
     data = TextClassificationDataModule("ag_news", str(tmp_path / "fresh"), str(tmp_path / "cache"), val_size=40,
-                                        download=True, mirrors=[f"file://{mirror}/"])
+                                        batch_size=64, max_length=64, table=None, download=True,
+                                        mirrors=[f"file://{mirror}/"])
     data.setup("fit")
     assert (tmp_path / "fresh" / "ag_news" / "train.csv").read_bytes() == (mirror / "train.csv").read_bytes()
     monkeypatch.setattr(TextClassificationDataModule, "AG_NEWS_MD5", {"train.csv": "0" * 32, "test.csv": "0" * 32})
     with pytest.raises(UserError, match="downloading it failed.*md5"):
-        TextClassificationDataModule("ag_news", str(tmp_path / "other"), str(tmp_path / "cache"),
-                                     download=True, mirrors=[f"file://{mirror}/"]).setup("fit")
+        TextClassificationDataModule("ag_news", str(tmp_path / "other"), str(tmp_path / "cache"), val_size=1000,
+                                     batch_size=64, max_length=64, table=None, download=True,
+                                     mirrors=[f"file://{mirror}/"]).setup("fit")
 
 
 def test_sparse_embeddings_train_with_sparse_adam(text_data, tmp_path):
-    cfg = compose_config(text_overrides(text_data, tmp_path) + ["optimizer=sparse_adam", "model.sparse_embeddings=true"],
+    cfg = compose_config(text_overrides(text_data, tmp_path)
+                         + ["optimizer=sparse_adam", "model.sparse_embeddings=true"],
                          output_dir=str(tmp_path / "run"))
     datamodule, module, trainer = build(cfg)
     before = module.net.embedding.weight.detach().clone()

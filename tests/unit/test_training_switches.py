@@ -50,7 +50,7 @@ def test_accumulated_batches_make_one_step_with_their_mean_gradient(tmp_path, ti
 
     loader = datamodule.train_dataloader()
     loader.sampler.set_epoch(0)
-    for index, batch in zip(range(batches), loader):
+    for _index, batch in zip(range(batches), loader):
         images, labels = datamodule.on_after_batch_transfer(batch, 0)
         (reference.loss(reference(images), labels) / batches).backward()
     with torch.no_grad():
