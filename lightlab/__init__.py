@@ -1,5 +1,4 @@
-"""lightlab's own glue, in layers (README, Architecture): base <- lightning_internals <- config <- callbacks, sweeps
-<- run. Imports go down the layers only (pyproject.toml, [tool.importlinter])."""
+"""lightlab's own glue, one subpackage per concern; the layers and which may import which: README, Architecture."""
 from lightlab.base import moved
 
 moved.install()  # saved runs name classes by their paths before the move

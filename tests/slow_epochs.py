@@ -56,3 +56,10 @@ class PoisonBatchAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_index) -> None:
         if trainer.global_step == self.step:
             batch[0].fill_(float("nan"))
+
+
+class CrashInEpoch(pl.Callback):
+    """A bug of the kind lightlab cannot foresee: an exception that is not a UserError, in the middle of training."""
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        raise RuntimeError("a bug in a callback")

@@ -6,7 +6,7 @@ in the run directory and to TensorBoard (image "lr_finder").
 """
 from pathlib import Path
 
-from lightlab.base.files import write_json
+from lightlab.base.files import write_atomically, write_json
 from lightlab.base.loggers import tensorboard_loggers
 
 
@@ -42,7 +42,7 @@ class LearningRateFinder:
         write_json(run_dir / "lr_finder.json", {"suggestion": suggestion, "applied": applied, "configured_lr": initial,
                                                 "lr": finder.results["lr"], "loss": finder.results["loss"]}, indent=1)
         figure = finder.plot(suggest=suggestion is not None)
-        figure.savefig(run_dir / "lr_finder.png", dpi=100)
+        write_atomically(run_dir / "lr_finder.png", lambda partial: figure.savefig(partial, format="png", dpi=100))
         for logger in tensorboard_loggers(trainer):
             logger.experiment.add_figure("lr_finder", figure, global_step=0)
         verb = "training with it" if applied else f"only reported (training with the configured {initial:g})"

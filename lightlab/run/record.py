@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightlab.base.files import write_json
+from lightlab.base.files import write_json, write_text
 from lightlab.base.project import PROJECT_ROOT
 from lightlab.base.ranks import is_rank_zero
 
@@ -104,7 +104,7 @@ def start_run(cfg: DictConfig) -> Path:
     run_dir = Path(cfg.paths.output_dir)
     if is_rank_zero():  # DDP's other ranks write nothing of their own
         run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_provenance(run_dir)
         if cfg.print_config:
             print_config_tree(cfg)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from lightlab.base.files import write_json, write_text
+
 LAUNCHER = "gpus"  # conf/hydra/launcher/gpus.yaml
 
 
@@ -42,7 +44,7 @@ def claim_slot(folder: Path, slots: int) -> int:
                 return slot
             if not owner or process_alive(int(owner)):
                 continue
-        owner_file.write_text(str(os.getpid()))
+        write_text(owner_file, str(os.getpid()))  # whole: another worker may read it at once
         return slot
     raise RuntimeError(f"all {slots} GPU slots under {folder} are held by running processes")
 
@@ -70,7 +72,7 @@ class OneGPUPerJob(Callback):
             folder = Path(config.hydra.sweep.dir) / ".gpu_slots"
             shutil.rmtree(folder, ignore_errors=True)  # a re-run sweep's old claims: no worker exists yet
             folder.mkdir(parents=True)
-            (folder / "gpus.json").write_text(json.dumps(visible_gpus()))
+            write_json(folder / "gpus.json", visible_gpus())
 
     def on_job_start(self, config, **kwargs) -> None:
         if not self.active(config):

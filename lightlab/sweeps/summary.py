@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from lightlab.base.files import write_json, write_text
+from lightlab.base.files import write_atomically, write_json, write_text
 from lightlab.base.ranks import is_rank_zero
 
 
@@ -207,7 +207,7 @@ def plot(path: Path, rows: list[dict], keys: list[str], monitor: str) -> None:
         axis.set_ylabel(monitor)
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda partial: figure.savefig(partial, format="png", dpi=100))
     plt.close(figure)
 
 

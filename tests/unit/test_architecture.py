@@ -44,3 +44,14 @@ def test_ruff_finds_nothing():
     result = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_no_import_cycles_among_our_modules():
+    import grimp
+
+    ours = ("lightlab", "lightning_modules", "datamodules", "hydra_plugins.lightlab_optuna_sweeper")
+    graph = grimp.build_graph("lightlab", "lightning_modules", "datamodules", "hydra_plugins", cache_dir=None)
+    modules = sorted(m for m in graph.modules if m.startswith(ours))
+    cycles = [(a, b) for a in modules for b in graph.find_modules_directly_imported_by(a)
+              if b.startswith(ours) and graph.chain_exists(importer=b, imported=a)]
+    assert cycles == []

@@ -1,0 +1,41 @@
+"""The exit policy of lightlab/run/job.py, from outside: 0 done, 1 crash (traceback, failure.txt), 2 bad input with
+nothing written (no run folder, not even Hydra's). 130/143 (signals) are in tests/reliability/test_resume.py."""
+import pytest
+
+from tests.conftest import quick_overrides, run_cli, write_tiny_mnist
+
+
+@pytest.fixture
+def common(tmp_path) -> list[str]:
+    return [*quick_overrides(write_tiny_mnist(tmp_path / "data"), tmp_path / "logs"), "print_config=false"]
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["trainer.max_epochs=abc"], "'trainer.max_epochs' is 'abc' (str)"),
+    (["seed=zero"], "'seed' is 'zero' (str) but the run settings expect int"),
+    (["mode=test", "ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt: no such file"),
+    (["mode=export"], "mode=export uses a trained checkpoint: add ckpt_path="),
+])
+def test_bad_input_exits_2_before_any_folder_is_made(common, tmp_path, arguments, message):
+    result = run_cli(*common, *arguments)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists()  # no run folder, no .hydra/, no run.log
+
+
+def test_a_crash_exits_1_with_the_traceback_and_failure_txt(common, tmp_path):
+    result = run_cli(*common, "+callbacks.crash._target_=tests.slow_epochs.CrashInEpoch", "run_name=crashed")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "RuntimeError: a bug in a callback" in result.stderr
+    folder = tmp_path / "logs" / "mnist_mlp" / "crashed"
+    assert "RuntimeError: a bug in a callback" in (folder / "failure.txt").read_text()
+    unnamed = run_cli(*common, "+callbacks.crash._target_=tests.slow_epochs.CrashInEpoch")
+    assert unnamed.returncode == 1
+    assert "RuntimeError" in (tmp_path / "logs" / "mnist_mlp" / "run_001" / "failure.txt").read_text()
+
+
+def test_a_finished_run_exits_0_and_a_named_one_run_again_is_not_rerun(common, tmp_path):
+    first = run_cli(*common, "run_name=done")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli(*common, "run_name=done")
+    assert again.returncode == 0 and "completed in an earlier run of this command, not run again" in again.stdout
