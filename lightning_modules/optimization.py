@@ -14,7 +14,9 @@ from lightlab.base.objects import build
 
 # Public classes only (torch's common base of batch and instance norm, _NormBase, is private).
 NORMALIZATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
-                        nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+                        nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LazyBatchNorm1d, nn.LazyBatchNorm2d,
+                        nn.LazyBatchNorm3d, nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d,
+                        nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 # Scheduler arguments that give a schedule's length. Left null in conf/scheduler, they are filled in
 # with the run's length in the scheduler's own unit (epochs or optimizer steps; see
@@ -23,7 +25,7 @@ SPARSE_LAYERS = (nn.Embedding, nn.EmbeddingBag)
 RUN_LENGTH_ARGUMENTS = ("T_max", "total_steps", "total_iters")
 
 
-def parameter_groups(module: nn.Module, lr: float, lr_multipliers: dict[str, float], weight_decay: float = 0.0,
+def parameter_groups(module: nn.Module, lr: float, lr_multipliers: dict[str, float] | None, weight_decay: float = 0.0,
                      weight_decay_on_bias_and_norm: bool = False) -> list[dict]:
     """The module's trainable parameters as optimizer parameter groups.
 
@@ -99,7 +101,7 @@ class SparseAdamWithDense(torch.optim.Optimizer):
     with the two inner optimizers, so schedulers and the LR monitor see (and change) both.
     """
 
-    def __init__(self, params, dense: dict, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params, dense: dict | None, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
         sparse_groups, dense_groups = [], []
         for group in map(dict, params):

@@ -11,10 +11,10 @@ import torch
 from lightlab.base.objects import locate
 
 
-def lambda_schedule(optimizer: torch.optim.Optimizer, function: str, arguments: dict):
+def lambda_schedule(optimizer: torch.optim.Optimizer, function: str, arguments: dict | None):
     """LambdaLR over the function at dotted path `function` (config cannot hold a Python lambda)."""
     # Checkpoints keep no trace of the function but plain data: on resume it is rebuilt from this config.
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(locate(function), **arguments))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(locate(function), **(arguments or {})))
 
 
 def warmup_inverse_square_root(t: int, warmup: int) -> float:

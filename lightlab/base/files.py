@@ -22,7 +22,7 @@ def write_atomically(path: Path, write: Callable[[Path], None], verify: Callable
 
 def write_text(path: Path, text: str) -> None:
     """A text file (a record, a table, a traceback), whole or not at all."""
-    write_atomically(Path(path), lambda partial: partial.write_text(text))
+    write_atomically(Path(path), lambda partial: partial.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, data, indent: int = 2) -> None:

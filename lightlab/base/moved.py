@@ -8,6 +8,7 @@ imported: Hydra's instantiate, our config checks, `load_from_checkpoint`, a user
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import types
 
@@ -19,7 +20,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "lightlab.distributed": ("lightlab.lightning_internals.ddp_launch",),
     "lightlab.atomic_checkpoints": ("lightlab.callbacks.atomic_checkpoints",),
     "lightlab.checkpoint_checks": ("lightlab.config.checkpoint_checks",),
-    "lightlab.config_checks": ("lightlab.config.checks",),
+    "lightlab.config_checks": ("lightlab.config.checks", "lightlab.base.objects", "lightning_modules.optimization"),
     "lightlab.checkpoint_modes": ("lightlab.run.checkpoint_modes",),
     "lightlab.compose": ("lightlab.run.compose",),
     "lightlab.export": ("lightlab.run.export",),
@@ -29,9 +30,9 @@ MOVED: dict[str, tuple[str, ...]] = {
     "lightlab.tensorboard_summary": ("lightlab.run.tensorboard_summary",),
     "lightlab.device_slots": ("lightlab.sweeps.device_slots",),
     "lightlab.optuna_pruning": ("lightlab.sweeps.optuna_pruning",),
-    "lightlab.sweep_summary": ("lightlab.sweeps.summary",),
+    "lightlab.sweep_summary": ("lightlab.sweeps.summary", "lightlab.base.files"),
     "lightlab.epoch_speed": ("lightlab.callbacks.epoch_speed",),
-    "lightlab.evaluation_images": ("lightlab.callbacks.evaluation_images",),
+    "lightlab.evaluation_images": ("lightlab.callbacks.evaluation_images", "lightlab.callbacks.pictures"),
     "lightlab.feature_maps": ("lightlab.callbacks.feature_maps",),
     "lightlab.finetuning": ("lightlab.callbacks.finetuning",),
     "lightlab.learning_rate_finder": ("lightlab.callbacks.learning_rate_finder",),
@@ -72,6 +73,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         pass
+
+    def get_code(self, fullname: str):
+        """`python -m <old module>` (runpy) runs the code of its (first) new module."""
+        new = MOVED[fullname][0]
+        return importlib.util.find_spec(new).loader.get_code(new)
 
 
 def install() -> None:

@@ -37,7 +37,7 @@ def run_dir(mode: str, checkpoint: str | None, parent: str, name: str | None = N
     `<mode>_NNN` inside the run that wrote the checkpoint (`<run>/checkpoints/x.ckpt`), so an evaluation sits
     beside what it evaluates and never overwrites the run's own files."""
     run = checkpoint_run_folder(checkpoint) if mode != "train" else None
-    # (A checkpoint outside a run: lightlab.run.checkpoint_modes refuses it, after Hydra made this folder.)
+    # (A checkpoint outside a run is refused before this is resolved: lightlab/run/job.py, CheckBeforeWriting.)
     return numbered_dir(str(run) if run else parent, "run" if mode == "train" else mode, name)
 
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from lightlab.base.errors import UserError
 from lightlab.base.files import write_text
+from lightlab.base.ranks import is_rank_zero
 
 EXIT_CRASH, EXIT_BAD_INPUT = 1, 2  # 130 / 143 (128 + the signal's number): lightlab/callbacks/preemption.py
 
@@ -51,9 +52,12 @@ class Job:
     def run(self, train, use_checkpoint) -> float | None:
         """train(cfg) or use_checkpoint(cfg) -> the run's summary; returns what sweepers optimise."""
         from lightlab.lightning_internals.ddp_launch import end_ranks
-        from lightlab.sweeps.summary import objective, record_outcome
+        from lightlab.sweeps.summary import objective, record_outcome, resume_job
 
         try:
+            earlier = resume_job(self.cfg, self.overrides) if self.tracked else None
+            if earlier is not None:  # completed by an earlier run of this command: not run, nothing recorded
+                return objective(earlier["metrics"], self.cfg.monitor)
             metrics = self.metrics(train, use_checkpoint)
         except Exception as error:
             return self.failed(error)
@@ -68,11 +72,7 @@ class Job:
 
     def metrics(self, train, use_checkpoint) -> dict:
         from lightlab.run.checkpoint_modes import checkpoint_config
-        from lightlab.sweeps.summary import resume_job
 
-        earlier = resume_job(self.cfg, self.overrides) if self.tracked else None  # completed: not run again
-        if earlier is not None:
-            return earlier["metrics"]
         if self.cfg.mode == "train":
             return train(self.cfg)["metrics"]
         if self.in_sweep:
@@ -85,7 +85,7 @@ class Job:
 
         if self.tracked:  # status.json (failed or pruned) and failure.txt
             record_outcome(self.folder, self.overrides, time.monotonic() - self.started, error)
-        elif not isinstance(error, UserError) and not self.ddp_rank and self.folder.is_dir():
+        elif not isinstance(error, UserError) and not self.ddp_rank and self.folder.is_dir() and is_rank_zero():
             write_text(self.folder / "failure.txt", "".join(traceback.format_exception(error)))
         if self.in_sweep:  # the sweep goes on, and exits 1 at its end
             print(f"error: {error}", file=sys.stderr)
@@ -109,17 +109,12 @@ class Job:
 
 
 class CheckBeforeWriting(Callback):
-    """conf/hydra/default.yaml: the command's config is checked before Hydra makes the run's folder (and for
+    """conf/hydra/default.yaml: a single run's config is checked before Hydra makes its folder (and for
     mode=test/predict/export, its checkpoint and that run's config), so a mistake leaves nothing behind."""
 
+    # Not at a multirun's start: the swept values are not in the config then (a sweep may fill a `???`). A sweep
+    # job's config is checked in its job, and a job that fails it is recorded as failed while the others run.
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self.check(config, checkpoint_too=True)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.check(config, checkpoint_too=False)  # each job's own settings are checked in its job
-
-    @staticmethod
-    def check(config: DictConfig, checkpoint_too: bool) -> None:
         from lightlab.config.checks import check_config
         from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
         from lightlab.run.checkpoint_modes import checkpoint_config
@@ -135,7 +130,7 @@ class CheckBeforeWriting(Callback):
         logging.getLogger().addHandler(placeholder)
         try:
             check_config(task)
-            if checkpoint_too and task.mode != "train" and RANK_OF_JOB not in os.environ:
+            if task.mode != "train" and RANK_OF_JOB not in os.environ:
                 checkpoint_config(task, overrides)
         except UserError as error:
             refuse(error)

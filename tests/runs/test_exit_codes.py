@@ -37,5 +37,8 @@ def test_a_crash_exits_1_with_the_traceback_and_failure_txt(common, tmp_path):
 def test_a_finished_run_exits_0_and_a_named_one_run_again_is_not_rerun(common, tmp_path):
     first = run_cli(*common, "run_name=done")
     assert first.returncode == 0, first.stderr[-2000:]
+    status = tmp_path / "logs" / "mnist_mlp" / "done" / "status.json"
+    recorded = status.read_bytes()
     again = run_cli(*common, "run_name=done")
     assert again.returncode == 0 and "completed in an earlier run of this command, not run again" in again.stdout
+    assert status.read_bytes() == recorded  # its record (wall time, finish time) is the run's, not this command's
