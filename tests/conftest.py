@@ -171,15 +171,16 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def unit_tests_start_no_python_process(request, monkeypatch):
-    """The unit tier's promise, enforced: a unit test that starts a Python process (`python run.py`, a script)
-    fails and says where it belongs. (A run's own `git` call for provenance.json is not a test's process.)"""
+    """The unit tier's promise, enforced: a unit test that starts a Python process of its own (`python run.py`, a
+    `python -c` script) fails and says where it belongs. (What the code under test starts is not a test's process:
+    a run's `git` call for provenance.json, torch.compile's compile workers.)"""
     if tier_of(request.node) != "unit":
         return
     start = subprocess.Popen.__init__
 
     def refuse_python(self, command, *args, **kwargs):
-        program = command[0] if isinstance(command, (list, tuple)) else str(command).split()[0]
-        if "python" in Path(str(program)).name:
+        words = [str(word) for word in command] if isinstance(command, (list, tuple)) else str(command).split()
+        if "python" in Path(words[0]).name and any(word == "-c" or word.endswith("run.py") for word in words[1:]):
             raise AssertionError(f"a unit test started a Python process ({command}): move it to tests/runs/ or "
                                  f"mark it @pytest.mark.runs")
         start(self, command, *args, **kwargs)

@@ -41,6 +41,9 @@ def package_versions() -> dict[str, str | None]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    import torch
+
+    versions["torch"] = torch.__version__  # the build too (2.13.0+cpu, 2.6.0+cu124), which metadata may leave out
     return versions
 
 
