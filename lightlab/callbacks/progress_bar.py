@@ -1,5 +1,16 @@
 """The progress bar of conf/callbacks/default.yaml: Lightning's Rich bar, redrawn once per epoch."""
 from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks.progress.rich_progress import ProcessingSpeedColumn
+from rich.text import Text
+
+
+class AverageSpeedColumn(ProcessingSpeedColumn):
+    """Steps per second since the bar's task started: completed / elapsed. Lightning's column shows rich's moving
+    estimate, which needs two updates less than 30 s apart, so a bar updated once per epoch read `0.00it/s`."""
+
+    def render(self, task) -> Text:
+        seconds = task.finished_time or task.elapsed  # finished: its own time, not the time since (validation)
+        return Text(f"{task.completed / seconds:.2f}it/s" if seconds else "", style=self.style)
 
 
 class StepRichProgressBar(RichProgressBar):
@@ -13,6 +24,10 @@ class StepRichProgressBar(RichProgressBar):
         kwargs.setdefault("refresh_rate", 1)
         super().__init__(**kwargs)
         self.refresh_every_n_steps = refresh_every_n_steps
+
+    def configure_columns(self, trainer) -> list:
+        return [AverageSpeedColumn(column.style) if isinstance(column, ProcessingSpeedColumn) else column
+                for column in super().configure_columns(trainer)]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         done = batch_idx + 1

@@ -5,8 +5,10 @@ switching a fast path off or breaking SIGTERM handling.
     hook_dispatch.py   Lightning's per-step hook dispatch, without the work that does nothing (the fast path)
     ddp_launch.py      DDP ranks started as single runs of a Hydra job, and Lightning's SIGTERM handler under DDP
     trainer_state.py   single reads and writes of trainer, loop and DDP state
+    (below)            one deprecation warning that Lightning's own code triggers on every run, filtered at its source
 """
 import importlib
+import warnings
 from typing import NamedTuple
 
 
@@ -66,6 +68,8 @@ PRIVATE_NAMES = (
                 "HPARAMS into the run's own event file (add_hparams would start a sub-run)"),
     PrivateName("torch.nn.parallel", "DistributedDataParallel._set_params_and_buffers_to_ignore_for_model",
                 "DDP neither broadcasts nor syncs the buffers it lists: per-process running sums"),
+    PrivateName("pytorch_lightning.utilities._pytree", "_tree_flatten",
+                "builds the deprecated LeafSpec: its FutureWarning is filtered at this module (LEAF_SPEC_WARNING)"),
     PrivateName("torch.onnx._internal.exporter._registration", "logger",
                 "quieted during export: it warns about every operator library it skips"),
 )
@@ -90,3 +94,18 @@ def missing_private_names() -> list[str]:
                 break
             value = getattr(value, part)
     return missing
+
+
+# torch 2.13 deprecates constructing LeafSpec; Lightning 2.6's CombinedLoader constructs one for every loader it
+# wraps, so each run printed "`isinstance(treespec, LeafSpec)` is deprecated" (a FutureWarning, Lightning's code,
+# nothing a user can change). Only that message from that module is silenced; every other warning still shows.
+LEAF_SPEC_WARNING = dict(message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
+                         module=r"pytorch_lightning\.utilities\._pytree")
+
+
+def filter_dependency_warnings() -> None:
+    """On import of this package (every run imports it before training); again wherever warning filters were reset."""
+    warnings.filterwarnings("ignore", **LEAF_SPEC_WARNING)
+
+
+filter_dependency_warnings()

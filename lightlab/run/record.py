@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lightlab.base.files import write_json, write_text
+from lightlab.base.numbers import format_number
 from lightlab.base.project import PROJECT_ROOT
 from lightlab.base.ranks import is_rank_zero
 
@@ -92,7 +93,7 @@ def print_summary(cfg: DictConfig, summary: dict) -> None:
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in sorted(summary["metrics"].items()):
-            table.add_row(name, f"{value:.4f}")
+            table.add_row(name, format_number(value))
         console.print(table)
     if cfg.mode == "train":
         console.print(f"best checkpoint: {summary['best_checkpoint'] or '(none: checkpointing is off)'}")

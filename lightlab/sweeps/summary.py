@@ -22,6 +22,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from lightlab.base.files import write_atomically, write_json, write_text
+from lightlab.base.numbers import format_number
 from lightlab.base.ranks import is_rank_zero
 
 
@@ -159,7 +160,7 @@ def brief(cell) -> str:
     """A searched float such as Optuna's 0.0022881136684755237 as 0.002288; anything else as it is."""
     text = str(cell)
     try:
-        return f"{float(text):.4g}" if len(text) > 8 and any(c in text for c in ".e") else text
+        return format_number(float(text)) if len(text) > 8 and any(c in text for c in ".e") else text
     except ValueError:
         return text
 
@@ -211,16 +212,28 @@ def plot(path: Path, rows: list[dict], keys: list[str], monitor: str) -> None:
     plt.close(figure)
 
 
-def print_table(header: list[str], table: list[list], title: str) -> None:
+def print_table(header: list[str], table: list[list], title: str, console=None) -> None:
+    """Never a line break inside a name or value. On a terminal: the columns that fit its width, from the left (job,
+    swept keys, status, the metric), the rest named as left out; elsewhere (a log file, CI): every column, however
+    wide the lines get."""
     from rich.console import Console
     from rich.table import Table
 
-    view = Table(title=title)
-    for name in header:
-        view.add_column(name, overflow="fold")
+    console = console or Console(soft_wrap=True)
+    widths = [max(len(str(cell)) for cell in [name, *(line[i] for line in table)]) for i, name in enumerate(header)]
+    shown = list(range(len(header)))
+    while console.is_terminal and len(shown) > 1 and sum(widths[i] + 3 for i in shown) + 1 > console.width:
+        shown.pop()  # 3: a cell's padding and its border
+    if not console.is_terminal:
+        console.width = max(console.width, sum(w + 3 for w in widths) + 1)
+    view = Table(title=title, title_justify="left")
+    for i in shown:
+        view.add_column(header[i], no_wrap=True)
     for line in table:
-        view.add_row(*(str(cell) for cell in line))
-    Console(soft_wrap=True).print(view)
+        view.add_row(*(str(line[i]) for i in shown))
+    console.print(view)
+    if len(shown) < len(header):
+        console.print(f"(not shown at this width: {', '.join(header[i] for i in range(len(shown), len(header)))})")
 
 
 class SweepSummary(Callback):

@@ -1,5 +1,6 @@
 """`python run.py` as a user runs it, in fresh processes: training, outputs, checkpoints, errors, real data."""
 import json
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +31,15 @@ def test_summary_names_metrics_checkpoint_run_dir_and_tensorboard_command(tiny_r
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["best_checkpoint"].startswith(str(run_dir / "checkpoints"))
     assert summary["metrics"]["test/acc"] > 0.5  # the tiny set is learnable: chance is 0.1
+
+
+def test_the_console_shows_no_preventable_warning_and_the_real_training_rate(tiny_run):
+    _, _, result = tiny_run
+    console = result.stdout + result.stderr
+    # Python's and Lightning's warning formats: "<file>.py:<line>: [Category: ]message"
+    assert [line for line in console.splitlines() if re.search(r"\.py:\d+: |Warning\b", line)] == []
+    epoch_rates = [float(rate) for rate in re.findall(r"Epoch \d.* (\d+\.\d+)it/s", console)]
+    assert epoch_rates and min(epoch_rates) > 0  # the bar is redrawn once per epoch: it read 0.00it/s
 
 
 def test_run_directory_holds_resolved_config_and_overrides(tiny_run):

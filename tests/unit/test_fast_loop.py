@@ -15,7 +15,7 @@ from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightlab.callbacks.progress_bar import StepRichProgressBar
+from lightlab.callbacks.progress_bar import AverageSpeedColumn, StepRichProgressBar
 from lightlab.lightning_internals.hook_dispatch import FastHooksModule, NoProfiler
 from lightlab.run.compose import compose_config
 from lightning_modules.tasks.classification import ClassificationModule
@@ -115,6 +115,22 @@ def test_lean_hook_dispatch_calls_the_same_hooks_in_the_same_order_as_lightnings
     # every_n_train_steps still saves: the per-batch checkpoint hook is skipped only when it has nothing to do
     for profiler in ("NoProfiler", "PassThroughProfiler"):
         assert sorted(p.name for p in (tmp_path / profiler).iterdir()) == [f"step={s}.ckpt" for s in (10, 2, 4, 6, 8)]
+
+
+def test_the_progress_bar_shows_the_epochs_real_rate_though_it_is_updated_once_per_epoch():
+    from pytorch_lightning.callbacks.progress.rich_progress import ProcessingSpeedColumn
+    from rich.progress import Progress
+
+    speed = [c for c in StepRichProgressBar().configure_columns(None) if isinstance(c, ProcessingSpeedColumn)]
+    assert [type(c) for c in speed] == [AverageSpeedColumn]
+    clock = [0.0]
+    progress = Progress(get_time=lambda: clock[0])
+    task = progress.add_task("Epoch 0", total=430)
+    clock[0] = 2.0
+    progress.update(task, completed=430)  # the one update of a bar redrawn at the end of each epoch
+    clock[0] = 5.0  # validation runs; the bar is redrawn meanwhile
+    assert speed[0].render(progress.tasks[0]).plain == "215.00it/s"
+    assert ProcessingSpeedColumn(style="").render(progress.tasks[0]).plain == "0.00it/s"  # Lightning's column
 
 
 def test_the_progress_bar_thread_wakes_once_a_second_not_a_hundred_times():

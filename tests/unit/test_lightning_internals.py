@@ -78,3 +78,24 @@ def test_the_lowest_pins_are_the_versions_the_private_names_were_checked_with():
     pins = (ROOT / "pyproject.toml").read_text()
     assert '"pytorch-lightning>=2.6,<2.7"' in pins and '"torch>=2.6' in pins
     assert Path(pl.__file__).parent.name == "pytorch_lightning" and pl.__version__.startswith("2.6.")
+
+
+def test_the_leaf_spec_warning_lightning_triggers_is_silenced_and_only_that_one():
+    import warnings
+
+    from pytorch_lightning.utilities._pytree import _tree_flatten
+
+    def warnings_of(flatten) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every warning, pyproject's filters included, except ...
+            lightning_internals.filter_dependency_warnings()  # ... ours (pytest reset those set at import)
+            flatten()
+        return [str(w.message) for w in caught]
+
+    assert warnings_of(lambda: _tree_flatten({"a": torch.zeros(1)})) == []  # CombinedLoader's call, as in a fit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # without the filter torch warns: the filter is still needed ...
+        _tree_flatten({"a": torch.zeros(1)})
+    assert any("LeafSpec" in str(w.message) for w in caught)
+    # ... and the same FutureWarning raised anywhere else still shows
+    assert warnings_of(lambda: warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)) != []
