@@ -98,4 +98,5 @@ def test_the_leaf_spec_warning_lightning_triggers_is_silenced_and_only_that_one(
         _tree_flatten({"a": torch.zeros(1)})
     assert any("LeafSpec" in str(w.message) for w in caught)
     # ... and the same FutureWarning raised anywhere else still shows
-    assert warnings_of(lambda: warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)) != []
+    same_message = "`isinstance(treespec, LeafSpec)` is deprecated"
+    assert warnings_of(lambda: warnings.warn(same_message, FutureWarning, stacklevel=1)) != []
