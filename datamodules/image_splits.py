@@ -44,13 +44,16 @@ class ImageSplits(pl.LightningDataModule):
         if stage in ("fit", "validate") and "fit" not in self.splits:
             images, labels = self._load("train")
             if not 0 < self.hparams.val_size < len(images):
-                raise UserError(f"data.val_size={self.hparams.val_size} must be between 1 and {len(images) - 1}.")
+                raise UserError(f"data.val_size={self.hparams.val_size} must be between 1 and {len(images) - 1}: the "
+                                f"training split has {len(images)} images and keeps at least one to train on. Set "
+                                f"data.val_size to a smaller number (a tenth of the split is usual).")
             # The split depends on split_seed alone, so runs with different training seeds share a val set.
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
             val, train = order[: self.hparams.val_size], order[self.hparams.val_size:]
             self.splits["fit"] = (images[train], labels[train])
             self.splits["validate"] = (images[val], labels[val])
-        if stage in ("test", "predict"):
+        # The test split is read with the training split: a broken test file stops the run before it trains.
+        if stage in ("fit", "test", "predict"):
             self._load("test")
 
     def train_dataloader(self) -> TensorBatches:

@@ -180,7 +180,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
             order = order[settings.test_size:]
         if not 0 < settings.val_size < len(order):
             raise UserError(f"data.val_size={settings.val_size} must be between 1 and {len(order) - 1} "
-                            f"(the training texts left after the split).")
+                            f"(the training texts left after the split keep at least one to train on). Set "
+                            f"data.val_size to a smaller number (a tenth of them is usual).")
         held_out["validate"] = ([texts[i] for i in order[:settings.val_size]],
                                 [labels[i] for i in order[:settings.val_size]])
         fit = ([texts[i] for i in order[settings.val_size:]], [labels[i] for i in order[settings.val_size:]])

@@ -17,6 +17,29 @@ from lightlab.base.objects import locate
 
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 
+# Values a parameter's type allows but no run can use, for every _target_ with a parameter of that name (a list:
+# each entry): name -> (smallest value, why). null is left to the target (it means "none" or "the default").
+AT_LEAST = {
+    "batch_size": (1, "a batch holds at least one sample"),
+    "eval_batch_size": (1, "a batch holds at least one sample"),
+    "val_size": (1, "the validation split holds at least one sample"),
+    "hidden_dims": (1, "a layer has at least one unit"),
+    "channels": (1, "a convolution has at least one channel"),
+    "widths": (1, "a stage has at least one channel"),
+    "head_width": (1, "a layer has at least one unit"),
+    "embedding_dim": (1, "an embedding has at least one dimension"),
+    "hidden_size": (1, "a recurrent layer has at least one unit"),
+    "attention_width": (1, "a layer has at least one unit"),
+    "num_layers": (1, "a recurrent network has at least one layer"),
+    "blocks_per_stage": (1, "a stage has at least one block"),
+    "lr": (0, "a learning rate is not negative"),
+    "weight_decay": (0, "weight decay is not negative"),
+    "max_epochs": (-1, "-1 trains without an epoch limit, 0 or more is the number of epochs"),
+    "max_steps": (-1, "-1 trains without a step limit"),
+    "accumulate_grad_batches": (1, "an optimizer step takes the gradients of at least one batch"),
+}
+SEEDS = range(2**32)  # what numpy's seed accepts (torch's and Python's accept more)
+
 
 class RunSettings:
     """The types of conf/config.yaml's own top-level keys (their values and meaning are documented there)."""
@@ -46,9 +69,42 @@ def check_config(cfg: DictConfig) -> None:
         if key in cfg and not OmegaConf.is_interpolation(cfg, key) and not matches(cfg[key], annotation):
             problems.append(f"'{key}' is {cfg[key]!r} ({type(cfg[key]).__name__}) but the run settings expect "
                             f"{describe(annotation)}. Set `{key}=<{describe(annotation)}>`.")
+    if isinstance(cfg.get("seed"), int) and cfg.seed not in SEEDS:
+        problems.append(f"'seed' is {cfg.seed}: a seed is a whole number from 0 to {SEEDS[-1]} (2**32-1), the range "
+                        f"numpy accepts. Set e.g. `seed=0`.")
+    for key in ("run_name", "sweep_name"):
+        name = cfg.get(key)
+        if isinstance(name, str) and (not name.strip(". ") or any(c in name for c in "/\\") or ".." in name):
+            problems.append(f"'{key}' is {name!r}: a {key.split('_')[0]} name is one folder name inside "
+                            f"<paths.log_dir>/<experiment_name>/, without '/', '\\' or '..'. Set e.g. "
+                            f"`{key}={safe_name(name)}`.")
     _check_node(cfg, "", problems)
     if problems:
         raise UserError("invalid config: " + " ".join(problems))
+    check_accelerator(cfg)
+
+
+def safe_name(name: str) -> str:
+    return "_".join(part for part in name.replace("\\", "/").split("/") if part.strip(".")) or "run_1"
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """trainer.accelerator=gpu (trainer=gpu, trainer=ddp) where torch sees no GPU: said here, not as Lightning's
+    "No supported gpu backend found!" from inside Hydra's instantiate."""
+    import os
+
+    import torch
+
+    if str(OmegaConf.select(cfg, "trainer.accelerator", default="")) not in ("gpu", "cuda"):
+        return
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise UserError(f"trainer.accelerator=gpu, but no GPU was found (torch {torch.__version__}, {build}, sees "
+                        f"none{'' if visible is None else f'; CUDA_VISIBLE_DEVICES={visible!r}'}). To train on the "
+                        f"CPU, use `trainer=cpu` (or trainer=default, which takes a GPU when there is one). To use "
+                        f"the GPU, check that `nvidia-smi` lists it, that CUDA_VISIBLE_DEVICES does not hide it, and "
+                        f"that torch is a CUDA build (README, Quick start: on a GPU machine).")
 
 
 def _check_node(node, path: str, problems: list[str]) -> None:
@@ -102,6 +158,16 @@ def _check_target(node: DictConfig, path: str, problems: list[str]) -> None:
             if not matches(value, hints[key]):
                 problems.append(f"'{full_key}' is {value!r} ({type(value).__name__}) but {node._target_} "
                                 f"expects {describe(hints[key])}. Set `{full_key}=<{describe(hints[key])}>`.")
+            elif key in AT_LEAST and too_small(value, AT_LEAST[key][0]):
+                smallest, why = AT_LEAST[key]
+                each = "each entry " if isinstance(value, (list, tuple)) else ""
+                problems.append(f"'{full_key}' is {value!r}: {each}must be at least {smallest} ({why}). Set "
+                                f"`{full_key}=<{each or 'a value '}>= {smallest}>`.")
+
+
+def too_small(value, smallest) -> bool:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < smallest for v in values)
 
 
 def matches(value, annotation) -> bool:

@@ -8,6 +8,7 @@ switching a fast path off or breaking SIGTERM handling.
     (below)            one deprecation warning that Lightning's own code triggers on every run, filtered at its source
 """
 import importlib
+import logging
 import warnings
 from typing import NamedTuple
 
@@ -106,6 +107,16 @@ LEAF_SPEC_WARNING = dict(message=r"`isinstance\(treespec, LeafSpec\)` is depreca
 def filter_dependency_warnings() -> None:
     """On import of this package (every run imports it before training); again wherever warning filters were reset."""
     warnings.filterwarnings("ignore", **LEAF_SPEC_WARNING)
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, NoAdvertisement) for f in lightning_log.filters):
+        lightning_log.addFilter(NoAdvertisement())
+
+
+class NoAdvertisement(logging.Filter):
+    """Lightning 2.6 logs "💡 Tip: … try installing litlogger …" at the start of every fit without its cloud logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
 
 
 filter_dependency_warnings()

@@ -27,35 +27,56 @@ from lightlab.base.ranks import is_rank_zero
 
 
 def resume_job(cfg, overrides: list[str]) -> dict | None:
-    """Before a sweep job runs. Re-running a sweep over the same folder (sweep_name=...) meets each job's earlier
+    """Before a sweep job or named run runs. Re-running the same command over the same folder meets the earlier
     outcome: a completed job returns its recorded summary and is not run again; a failed or interrupted one
     continues from its checkpoints/last.ckpt when it has one (cfg.ckpt_path is set), else starts over."""
     run_dir = Path(cfg.paths.output_dir)
     status_file, overrides = run_dir / "status.json", list(overrides)
     last = run_dir / "checkpoints" / "last.ckpt"
-    # SystemExit below, not an error recorded in the folder: the folder's record is another command's.
+    conflict = folder_conflict(run_dir, overrides)
+    if conflict:  # SystemExit, not an error recorded in the folder: the folder's record is another command's
+        raise SystemExit(f"error: {conflict}")
     if status_file.is_file():
         earlier = json.loads(status_file.read_text())
-        if same_run(earlier["overrides"]) != same_run(overrides):  # another command's folder: never overwrite it
-            if earlier["status"] == "failed" and not last.is_file():  # e.g. a typo caught before any training
-                print(f"{run_dir}: an earlier attempt with other settings failed before any checkpoint; starting over")
-            else:
-                raise SystemExit(f"error: {run_dir} holds a run of another command (overrides {earlier['overrides']}, "
-                                 f"now {overrides}). Re-run that run's own command to continue it, or give this one "
-                                 f"a new run_name (sweeps: sweep_name).")
+        if same_run(earlier["overrides"]) != same_run(overrides):  # failed before any checkpoint (folder_conflict)
+            print(f"{run_dir}: an earlier attempt with other settings failed before any checkpoint; starting over")
         elif earlier["status"] == "completed" and (run_dir / "metrics.json").is_file():
             print(f"{run_dir}: completed in an earlier run of this command, not run again")
             return json.loads((run_dir / "metrics.json").read_text())
-    elif (run_dir / "config.yaml").is_file():  # written by a lightlab from before status files: command unknown
-        raise SystemExit(f"error: {run_dir} holds a run without a status.json (an older lightlab's), so whether this "
-                         f"command is its own cannot be told. Continue it explicitly with ckpt_path={last} and a new "
-                         f"run_name, or move the folder away.")
     if last.is_file() and cfg.ckpt_path is None:
         print(f"{run_dir}: continuing the interrupted job from {last}")
         cfg.ckpt_path = str(last)
     if is_rank_zero():  # a cluster launcher (SLURM, torchrun) may start the job once per device
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(status_file, {"status": "started", "overrides": overrides, "wall_s": 0.0})
+    return None
+
+
+HYDRA_FILES = {".hydra", "run.log"}  # what Hydra writes in a job's folder before the job starts
+
+
+def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
+    """Why `run_dir` cannot hold this command's run (another command's run is there), or None: it is empty, holds
+    this command's run (to continue or report), or an attempt that failed before writing any checkpoint."""
+    status_file, last = run_dir / "status.json", run_dir / "checkpoints" / "last.ckpt"
+    fixes = ("To continue that run, re-run its own command (same overrides); to start this one, give it its own "
+             "folder: another run_name=… (sweeps: sweep_name=…, an explicit folder: hydra.run.dir=…), or none for "
+             "a fresh run_NNN.")
+    if status_file.is_file():
+        earlier = json.loads(status_file.read_text())
+        if same_run(earlier["overrides"]) == same_run(overrides):
+            return None
+        if earlier["status"] == "failed" and not last.is_file():  # e.g. a typo caught before any training
+            return None
+        then, now = same_run(earlier["overrides"]), same_run(overrides)
+        differences = (f"{' '.join(o for o in then if o not in now) or '(none)'} there, "
+                       f"{' '.join(o for o in now if o not in then) or '(none)'} now")
+        return (f"{run_dir} holds a run of another command (overrides that differ: {differences}); two runs never "
+                f"share a folder. {fixes}")
+    if run_dir.is_dir() and any(entry.name not in HYDRA_FILES for entry in run_dir.iterdir()):
+        return (f"{run_dir} already holds files (a run without a status.json: started without run_name, or by an "
+                f"older lightlab), so whether this command is its own cannot be told, and two runs never share a "
+                f"folder. To continue it explicitly: ckpt_path={last} with a new folder. {fixes}")
     return None
 
 

@@ -65,11 +65,16 @@ CASES = [
     (["seed=zero"], 2, "'seed' is 'zero' (str) but the run settings expect int", 10),
     (["mode=evaluate"], 2, "'mode' is 'evaluate' (str)", 10),
     (["data.batch_size=???"], 2, "config value(s) not set: data.batch_size", 10),
-    (["optimizer.lr=-1"], 2, "Invalid learning rate: -1", 20),
-    (["data.batch_size=0"], 2, "data.batch_size=0: a batch holds at least one sample", 15),
-    (["data.eval_batch_size=-5"], 2, "data.eval_batch_size=-5: a batch holds at least one sample", 15),
+    (["optimizer.lr=-1"], 2, "'optimizer.lr' is -1: must be at least 0 (a learning rate is not negative)", 10),
+    (["data.batch_size=0"], 2, "'data.batch_size' is 0: must be at least 1 (a batch holds at least one sample)", 10),
+    (["data.eval_batch_size=-5"], 2, "'data.eval_batch_size' is -5: must be at least 1", 10),
+    (["model.hidden_dims=[64,0]"], 2, "'model.hidden_dims' is [64, 0]: each entry must be at least 1", 10),
+    (["trainer.max_epochs=-2"], 2, "'trainer.max_epochs' is -2: must be at least -1", 10),
+    (["seed=-1"], 2, "'seed' is -1: a seed is a whole number from 0 to 4294967295 (2**32-1)", 10),
+    (["run_name=../../escape"], 2, "'run_name' is '../../escape': a run name is one folder name", 10),
+    (["data.val_size=256"], 2, "data.val_size=256 must be between 1 and 255: the training split has 256 images", 20),
     (["model.dropout=1.5"], 2, "dropout=1.5: a probability of zeroing a unit, from 0 (none) to below 1", 15),
-    (["data.val_size=0"], 2, "data.val_size=0 must be between 1 and", 20),
+    (["data.val_size=0"], 2, "'data.val_size' is 0: must be at least 1", 10),
     (["model=lstm"], 2, "reads token ids, but this data gives images", 15),
     (["data=sst2", "model=lstm", "data.tokenizer=spacy"], 2, "data.tokenizer='spacy': choose one of", 15),
     (["callbacks.evaluation_images.misclassified_examples=-1"], 2,
@@ -98,8 +103,10 @@ CASES = [
 ]
 
 
-def files_and_contents(folder: Path) -> dict[Path, tuple[bytes, int]]:
-    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.rglob("*") if path.is_file()}
+def files_and_contents(folder: Path) -> dict[Path, tuple[bytes, int] | None]:
+    """Every file and folder below `folder` (folders as None), with each file's bytes and modification time."""
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
+            for path in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("arguments, code, message, seconds", CASES, ids=[" ".join(c[0]) for c in CASES])
@@ -123,4 +130,4 @@ def test_bad_input_fails_fast_names_it_and_overwrites_nothing(workspace, argumen
     assert "Traceback" not in result.stderr
     assert elapsed < seconds, f"failed after {elapsed:.1f} s"
     after = files_and_contents(workspace / "logs")
-    assert {path: after[path] for path in before} == before  # nothing already written was changed or removed
+    assert after == before  # nothing already written was changed or removed, and no folder or file was added

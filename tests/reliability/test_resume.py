@@ -231,5 +231,7 @@ def test_resuming_with_other_optimizer_settings_names_them_and_the_checkpoints_s
     rates = [lr for _, lr in learning_rates(tmp_path / "logs" / "mnist_mlp" / "continued")]
     assert rates and rates == pytest.approx([1e-3] * len(rates))
     # The same run_name with other settings is refused rather than continued with a mix.
+    before = {path: path.read_bytes() for path in checkpoint.parent.parent.rglob("*") if path.is_file()}
     other = run_cli(*settings, "trainer.max_epochs=1", "run_name=first", "optimizer.lr=0.1")
-    assert other.returncode == 1 and "holds a run of another command" in other.stderr
+    assert other.returncode == 2 and "holds a run of another command" in other.stderr
+    assert {path: path.read_bytes() for path in checkpoint.parent.parent.rglob("*") if path.is_file()} == before

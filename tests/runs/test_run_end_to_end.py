@@ -38,6 +38,7 @@ def test_the_console_shows_no_preventable_warning_and_the_real_training_rate(tin
     console = result.stdout + result.stderr
     # Python's and Lightning's warning formats: "<file>.py:<line>: [Category: ]message"
     assert [line for line in console.splitlines() if re.search(r"\.py:\d+: |Warning\b", line)] == []
+    assert "Tip:" not in console  # Lightning's advertisement for its cloud logger
     epoch_rates = [float(rate) for rate in re.findall(r"Epoch \d.* (\d+\.\d+)it/s", console)]
     assert epoch_rates and min(epoch_rates) > 0  # the bar is redrawn once per epoch: it read 0.00it/s
 
