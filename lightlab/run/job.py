@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -28,7 +27,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from lightlab.base.errors import UserError
-from lightlab.base.files import write_text
 from lightlab.base.ranks import is_rank_zero
 
 EXIT_CRASH, EXIT_BAD_INPUT = 1, 2  # 130 / 143 (128 + the signal's number): lightlab/callbacks/preemption.py

@@ -1,5 +1,6 @@
-"""The exit policy of lightlab/run/job.py, from outside: 0 done, 1 crash (traceback, failure.txt, status.json), 2 bad
-input with nothing written (no run folder, not even Hydra's, also when the job found it). 130/143 (signals) are in tests/reliability/test_resume.py."""
+"""The exit policy of lightlab/run/job.py, from outside: 0 done, 1 crash (traceback, failure.txt, status.json),
+2 bad input with nothing written (no run folder, not even Hydra's, also when the job found it). 130/143 (signals)
+are in tests/reliability/test_resume.py."""
 import json
 from pathlib import Path
 
