@@ -10,8 +10,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 from tests.conftest import ROOT, require_real_data
 
 
