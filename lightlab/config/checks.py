@@ -102,7 +102,8 @@ def check_accelerator(cfg: DictConfig) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise UserError(f"trainer.accelerator=gpu, but no GPU was found (torch {torch.__version__}, {build}, sees "
                         f"none{'' if visible is None else f'; CUDA_VISIBLE_DEVICES={visible!r}'}). To train on the "
-                        f"CPU, use `trainer=cpu` (or trainer=default, which takes a GPU when there is one). To use "
+                        f"CPU, use `trainer=cpu` or `trainer.accelerator=cpu` (trainer=default takes a GPU when "
+                        f"there is one). To use "
                         f"the GPU, check that `nvidia-smi` lists it, that CUDA_VISIBLE_DEVICES does not hide it, and "
                         f"that torch is a CUDA build (README, Quick start: on a GPU machine).")
 

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from lightlab.base.files import write_atomically, write_json, write_text
 from lightlab.base.numbers import format_number
 from lightlab.base.ranks import is_rank_zero
+from lightlab.sweeps.optuna_trials import TRIAL_FILE
 
 
 def resume_job(cfg, overrides: list[str]) -> dict | None:
@@ -52,7 +53,8 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
     return None
 
 
-HYDRA_FILES = {".hydra", "run.log"}  # what Hydra writes in a job's folder before the job starts
+# What Hydra, and Optuna's sweeper (optuna_trials.TRIAL_FILE), write in a job's folder before the job starts
+BEFORE_THE_JOB = {".hydra", "run.log", TRIAL_FILE}
 
 
 def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
@@ -73,7 +75,7 @@ def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
                        f"{' '.join(o for o in now if o not in then) or '(none)'} now")
         return (f"{run_dir} holds a run of another command (overrides that differ: {differences}); two runs never "
                 f"share a folder. {fixes}")
-    if run_dir.is_dir() and any(entry.name not in HYDRA_FILES for entry in run_dir.iterdir()):
+    if run_dir.is_dir() and any(entry.name not in BEFORE_THE_JOB for entry in run_dir.iterdir()):
         return (f"{run_dir} already holds files (a run without a status.json: started without run_name, or by an "
                 f"older lightlab), so whether this command is its own cannot be told, and two runs never share a "
                 f"folder. To continue it explicitly: ckpt_path={last} with a new folder. {fixes}")

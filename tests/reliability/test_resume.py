@@ -189,7 +189,7 @@ def test_a_nan_batch_can_be_skipped_instead(tmp_path):
 def learning_rates(run_dir: Path) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    return [(event.step, event.value) for event in events.Scalars("lr-Adam")]
+    return [(event.step, event.value) for event in events.Scalars("train/lr-Adam")]
 
 
 def test_a_plateau_whose_patience_runs_out_across_the_interruption_lowers_the_lr_at_the_same_epoch(tmp_path):

@@ -118,7 +118,7 @@ def test_new_png_and_npy_images_get_the_predictions_of_the_same_test_images(weak
     (["mode=test", "CHECKPOINT", "debug=limit_batches"], "`debug=limit_batches`: mode=test uses the checkpoint's own"),
     (["mode=test", "CHECKPOINT", "~callbacks.evaluation_images"], "keeps every key of the run's config; set a value"),
     (["mode=test", "CHECKPOINT", "trainer.accelerator=gpu"],
-     "but this machine has no GPU: add trainer.accelerator=cpu"),
+     "trainer.accelerator=gpu, but no GPU was found"),
     (["mode=predict", "CHECKPOINT", "predict_input=BIG_PNG"], "is 32x32 pixels; this network takes 28x28 images"),
     (["mode=predict", "CHECKPOINT", "predict_input=nowhere"], "predict_input=nowhere does not exist"),
     (["mode=predict", "CHECKPOINT", "predict_input=TEXT_FILE"], "holds no .png/.npy file"),

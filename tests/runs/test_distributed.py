@@ -49,7 +49,7 @@ def test_ddp_inside_a_multirun_runs_every_job_on_two_processes_and_a_failing_job
     sweep = tmp_path / "logs" / "mnist_mlp" / "multirun_001"
     statuses = [json.loads((sweep / str(job) / "status.json").read_text()) for job in range(3)]
     assert [s["status"] for s in statuses] == ["completed", "failed", "completed"]
-    assert "Invalid learning rate: -1" in statuses[1]["error"]
+    assert "'optimizer.lr' is -1: must be at least 0" in statuses[1]["error"]
     for job, lr in ((0, 0.01), (2, 0.003)):
         assert ranks_started(sweep / str(job)), f"job {job} did not start its second rank"
         assert OmegaConf.load(sweep / str(job) / "config.yaml").optimizer.lr == lr

@@ -56,7 +56,7 @@ def test_event_files_hold_every_stage_and_the_learning_rate(tiny_run):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "train/loss_step", "val/loss", "val/acc", "test/loss", "test/acc",
-            "lr-Adam"} <= tags
+            "train/lr-Adam"} <= tags
     assert len(events.Scalars("val/acc")) == 2  # one per epoch
     assert "hp_metric" not in tags
 

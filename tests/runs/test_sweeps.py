@@ -27,8 +27,8 @@ def test_a_failing_job_is_recorded_the_others_run_and_the_summary_marks_the_best
     rows = read_summary(sweep)
     assert [(r["job"], r["optimizer.lr"], r["status"]) for r in rows] == [
         ("0", "0.01", "completed"), ("1", "0.001", "completed"), ("2", "-1", "failed"), ("3", "0.005", "completed")]
-    assert "Invalid learning rate: -1" in rows[2]["error"]
-    assert "Invalid learning rate: -1" in (sweep / "2" / "failure.txt").read_text()  # the whole traceback
+    assert "'optimizer.lr' is -1: must be at least 0" in rows[2]["error"]
+    assert "'optimizer.lr' is -1: must be at least 0" in (sweep / "2" / "failure.txt").read_text()  # the traceback
     assert all((sweep / str(job) / "metrics.json").is_file() for job in (0, 1, 3))
     completed = [r for r in rows if r["status"] == "completed"]
     best = max(completed, key=lambda r: float(r["val/acc"]))  # the first of equals, as the summary picks

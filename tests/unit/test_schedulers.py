@@ -73,7 +73,7 @@ CASES = {
 def test_logged_learning_rates_follow_the_bare_torch_scheduler(name, tmp_path, tiny_data):
     overrides, interval, make = CASES[name]
     option = name.split("-")[0]
-    logged = run(tmp_path, tiny_data, f"scheduler={option}", *overrides)["lr-Adam"]
+    logged = run(tmp_path, tiny_data, f"scheduler={option}", *overrides)["train/lr-Adam"]
     if make is None:  # step_size 1, gamma 0.5, stepped after epochs 2 and 4 only
         assert logged == pytest.approx([LR, LR, LR / 2, LR / 2], rel=1e-6)
         return
@@ -88,7 +88,7 @@ def test_linear_warmup_multiplies_the_schedule_step_by_step(option, tmp_path, ti
     warmup = 8
     overrides = ["scheduler.scheduler.patience=0", "scheduler.scheduler.factor=0.5"] if option == "plateau" else []
     scalars = run(tmp_path, tiny_data, f"scheduler={option}", f"scheduler.warmup_steps={warmup}", *overrides)
-    logged = scalars["lr-Adam-step"]  # the rate at every step, warmup included
+    logged = scalars["train/lr-Adam-step"]  # the rate at every step, warmup included
     optimizer = bare_optimizer()
     warm = lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
     if option == "warmup_cosine":
@@ -116,8 +116,8 @@ def test_plateau_follows_the_configured_mode(mode, tmp_path, tiny_data):
                   "scheduler.scheduler.patience=0")
     expected = trajectory(lr_scheduler.ReduceLROnPlateau(bare_optimizer(), mode=mode, factor=0.5, patience=0),
                           "epoch", metrics=scalars["val/loss"])
-    assert scalars["lr-Adam"] == pytest.approx(expected, rel=1e-5)
-    assert (scalars["lr-Adam"][-1] < LR) == (mode == "max")
+    assert scalars["train/lr-Adam"] == pytest.approx(expected, rel=1e-5)
+    assert (scalars["train/lr-Adam"][-1] < LR) == (mode == "max")
 
 
 def test_warmup_on_a_schedule_that_sets_the_rate_itself_is_refused(tmp_path, tiny_data):
@@ -132,7 +132,7 @@ def test_plateau_lowers_the_rate_when_the_metric_stalls_and_resumes_with_its_sta
                "scheduler.scheduler.patience=1",
                "scheduler.scheduler.factor=0.5", "monitor=val/acc", "trainer.num_sanity_val_steps=0"]
     scalars = run(tmp_path / "whole", tiny_data, *stalled)
-    accuracies, logged = scalars["val/acc"], scalars["lr-Adam"]
+    accuracies, logged = scalars["val/acc"], scalars["train/lr-Adam"]
     assert len(set(accuracies)) == 1
     # epoch 0 sets the best; epochs 1, 2 do not improve: after patience=1 such epochs the rate halves.
     expected = trajectory(lr_scheduler.ReduceLROnPlateau(bare_optimizer(1e-12), mode="max", factor=0.5,
@@ -148,7 +148,7 @@ def test_plateau_lowers_the_rate_when_the_metric_stalls_and_resumes_with_its_sta
     half = tmp_path / "half"
     run(half, tiny_data, *stalled, f"trainer.max_epochs={EPOCHS // 2}")
     resumed = run(half / "resumed", tiny_data, *stalled,
-                  f"ckpt_path={half / 'run' / 'checkpoints' / 'last.ckpt'}")["lr-Adam"]
+                  f"ckpt_path={half / 'run' / 'checkpoints' / 'last.ckpt'}")["train/lr-Adam"]
     assert resumed == pytest.approx(logged[EPOCHS // 2:], rel=1e-5)
 
 
