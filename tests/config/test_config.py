@@ -49,12 +49,14 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
         with pytest.raises(UserError, match="not set: " + ", ".join(sorted(OmegaConf.missing_keys(cfg)))):
             check_config(cfg)
         return
-    check_config(cfg)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        cfg.trainer.accelerator = "cpu"  # composed and checked as written; trained on the CPU this machine has
+        with pytest.raises(UserError, match="trainer.accelerator=gpu, but no GPU was found"):
+            check_config(cfg)  # refused as written on this machine; checked and trained on its CPU below
+        cfg.trainer.accelerator = "cpu"
         cfg.trainer.precision = "bf16-mixed"
         if "strategy" in cfg.trainer:
             cfg.trainer.devices, cfg.trainer.strategy.process_group_backend = 2, "gloo"
+    check_config(cfg)
     datamodule, module, trainer = build(cfg)
     if "strategy" in cfg.trainer:  # several processes: they train for real in tests/runs/test_distributed.py
         assert isinstance(trainer.strategy, JobDDPStrategy) and trainer.num_devices == cfg.trainer.devices
