@@ -6,6 +6,7 @@ named by `_target_` *is* the schema. So every node with a `_target_` is checked 
 signature: unknown keys, values of the wrong type, and `???` values left unset.
 """
 import inspect
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -72,20 +73,26 @@ def check_config(cfg: DictConfig) -> None:
     if isinstance(cfg.get("seed"), int) and cfg.seed not in SEEDS:
         problems.append(f"'seed' is {cfg.seed}: a seed is a whole number from 0 to {SEEDS[-1]} (2**32-1), the range "
                         f"numpy accepts. Set e.g. `seed=0`.")
-    for key in ("run_name", "sweep_name"):
-        name = cfg.get(key)
-        if isinstance(name, str) and (not name.strip(". ") or any(c in name for c in "/\\") or ".." in name):
-            problems.append(f"'{key}' is {name!r}: a {key.split('_')[0]} name is one folder name inside "
-                            f"<paths.log_dir>/<experiment_name>/, without '/', '\\' or '..'. Set e.g. "
-                            f"`{key}={safe_name(name)}`.")
+    problems += folder_name_problems(cfg)
     _check_node(cfg, "", problems)
     if problems:
         raise UserError("invalid config: " + " ".join(problems))
-    check_accelerator(cfg)
+    if cfg.get("mode") != "export":  # export needs the network alone, on any machine
+        check_accelerator(cfg)
 
 
-def safe_name(name: str) -> str:
-    return "_".join(part for part in name.replace("\\", "/").split("/") if part.strip(".")) or "run_1"
+def folder_name_problems(cfg: DictConfig) -> list[str]:
+    """run_name and sweep_name name one folder inside <log_dir>/<experiment_name>/: never a path out of it."""
+    problems = []
+    for key in ("run_name", "sweep_name"):
+        name = cfg.get(key)
+        if isinstance(name, str) and (not name.strip(". ") or any(c in name for c in "/\\") or ".." in name):
+            parts = [part.strip(". ") for part in re.split(r"[/\\]", name)]
+            suggestion = re.sub(r"\.{2,}", ".", "_".join(part for part in parts if part)) or "my_run"
+            problems.append(f"'{key}' is {name!r}: a {key.split('_')[0]} name is one folder name inside "
+                            f"<paths.log_dir>/<experiment_name>/, without '/', '\\' or '..'. Set e.g. "
+                            f"`{key}={suggestion}`.")
+    return problems
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -97,7 +104,7 @@ def check_accelerator(cfg: DictConfig) -> None:
 
     if str(OmegaConf.select(cfg, "trainer.accelerator", default="")) not in ("gpu", "cuda"):
         return
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():  # (Lightning's gpu: CUDA or MPS)
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise UserError(f"trainer.accelerator=gpu, but no GPU was found (torch {torch.__version__}, {build}, sees "

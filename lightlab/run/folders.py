@@ -5,14 +5,19 @@
 `<parent>/run_NNN` is claimed with an atomic `mkdir`, so two runs started in the same second (or on
 two machines sharing the disk) still get different directories.
 """
+import dataclasses
 import functools
+import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from lightlab.sweeps.summary import before_the_job
 
 
 @functools.cache  # Hydra re-reads hydra.sweep.dir for every job of a sweep: one process, one directory
@@ -64,3 +69,73 @@ class ResolveSweepDirectory(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         HydraConfig.instance().set_config(config)
+
+
+@dataclasses.dataclass
+class FolderPlan:
+    """What lightlab/run/job.py's CheckBeforeWriting learnt about a single run's folder before Hydra made it."""
+    named: bool = False      # chosen by the user (run_name=…, hydra.run.dir=…): a stable folder, never numbered
+    numbered: bool = False   # a fresh run_NNN / <mode>_NNN, made by this run
+    new: Path | None = None  # the outermost folder this run makes on the way to its own (None: they all exist)
+
+
+PLAN = FolderPlan()  # one process, one single run (sweep jobs and DDP ranks leave it as it is: nothing to remove)
+
+
+def plan_folder(config: DictConfig, task: DictConfig) -> FolderPlan:
+    """Before Hydra resolves hydra.run.dir (which makes a numbered folder): whose folder this run writes into."""
+    shipped = str(OmegaConf.to_container(config.hydra.run, resolve=False)["dir"]).startswith("${run_dir:")
+    if shipped and task.run_name is None:  # run_NNN in <log_dir>/<experiment>, or <mode>_NNN in the checkpoint's run
+        parent = Path(task.paths.log_dir) / task.experiment_name if task.mode == "train" else None
+        return FolderPlan(numbered=True, new=first_missing(parent) if parent else None)
+    return FolderPlan(named=True, new=first_missing(Path(config.hydra.run.dir)))  # (resolving it makes nothing)
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder on the way to `path` (itself included) that does not exist yet; None if `path` does."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+# What a run's folder holds before the run has any result: besides Hydra's files, the resolved config and the
+# provenance (lightlab/run/record.py) and a named run's status.json ("started").
+BEFORE_RESULTS = {"config.yaml", "provenance.json", "status.json"}
+
+
+def empty_event_file(path: Path) -> bool:
+    """A TensorBoard event file that holds no summary yet (a logger opened by a callback's setup, before the data)."""
+    if not path.name.startswith("events.out.tfevents"):
+        return False
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return not any(event.HasField("summary") for event in EventFileLoader(str(path)).Load())
+
+
+def remove_refused_run(folder: Path, plan: FolderPlan | None = None) -> bool:
+    """A run refused (exit 2) before it had any result (data that does not load, a size the data does not allow)
+    removes its folder, and the empty folders it made above it, so a refused run leaves nothing. A folder that held
+    anything before this run, or holds events, checkpoints or other results of it, is left as it is."""
+    plan = plan or PLAN
+    top = folder.absolute() if plan.numbered and plan.new is None else plan.new
+    if top is None or not folder.is_dir() or top not in (folder.absolute(), *folder.absolute().parents):
+        return False
+    if any(entry.name not in before_the_job() | BEFORE_RESULTS and not empty_event_file(entry)
+           for entry in folder.iterdir()):
+        return False
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)  # Hydra's run.log, inside the folder
+        handler.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.absolute().parents:  # up to `top`, while empty: another run may have started beside
+        if top not in (parent, *parent.parents):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+    return True

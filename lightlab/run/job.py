@@ -11,12 +11,12 @@ Exit codes (README, "Exit codes"): 0 done; 1 a crash (a bug, an error we did not
 failure.txt in the run's folder); 2 bad config, data or checkpoint (one paragraph naming the key or file and the fix;
 config and checkpoint-mode mistakes are refused before any folder is made); 130 Ctrl-C and 143 SIGTERM (stopped with
 a checkpoint to continue from). A sweep exits 1 when any of its jobs failed (lightlab/sweeps/summary.py).
-A run refused with exit 2 before it wrote any checkpoint (data that does not load, say) removes the folders it
-made: a refused run leaves nothing. Any other failure leaves its folder marked failed: status.json and failure.txt.
+A single run refused with exit 2 before it has any result (data that does not load, say) removes the folders it
+made (lightlab/run/folders.py): a refused run leaves nothing. Any other failure leaves its folder marked failed:
+status.json and failure.txt.
 """
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,28 +37,6 @@ def refuse(error: UserError):
     sys.exit(EXIT_BAD_INPUT)
 
 
-def explicit_folder(hydra_overrides: list[str], run_name: str | None, mode: str) -> bool:
-    """Whether this run's folder is one the user named (run_name=…, hydra.run.dir=…), not a fresh numbered one."""
-    return mode == "train" and (run_name is not None or any(o.startswith("hydra.run.dir=") for o in hydra_overrides))
-
-
-def first_missing(path: Path) -> Path | None:
-    """The outermost folder on the way to `path` (itself included) that does not exist yet; None if `path` does."""
-    path = path.absolute()
-    if path.exists():
-        return None
-    while not path.parent.exists():
-        path = path.parent
-    return path
-
-
-# Set by CheckBeforeWriting before Hydra makes the run's folder: the outermost folder the run is about to create
-# (its own, or <log_dir>/<experiment> above it), THE_RUN_FOLDER for a numbered folder whose parent exists, None for
-# a folder that exists already. A refused run removes it (Job.failed).
-THE_RUN_FOLDER = "the run's folder"
-created_by_this_run: Path | str | None = None
-
-
 class Job:
     def __init__(self, cfg: DictConfig):
         from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
@@ -67,7 +45,9 @@ class Job:
         self.cfg, self.overrides, self.started = cfg, list(hydra.overrides.task), time.monotonic()
         self.in_sweep = hydra.mode == RunMode.MULTIRUN
         self.ddp_rank = RANK_OF_JOB in os.environ
-        named = explicit_folder(list(hydra.overrides.hydra), cfg.run_name, cfg.mode)
+        from lightlab.run.folders import PLAN
+
+        named = PLAN.named and cfg.mode == "train"
         self.kind = ("DDP rank" if self.ddp_rank else "sweep job" if self.in_sweep else
                      "checkpoint" if cfg.mode != "train" else "named run" if named else "run")
         self.tracked = self.kind in ("sweep job", "named run")  # a folder with a stable identity: resumable
@@ -122,19 +102,15 @@ class Job:
         raise error  # a crash: Python prints the traceback and exits 1
 
     def remove_refused_run(self) -> bool:
-        """A single run refused before it wrote a checkpoint (data that does not load, a size that does not fit the
-        data) removes the folders it made, so a refused run leaves nothing (Hydra made the folder before the job)."""
-        created = self.folder if created_by_this_run == THE_RUN_FOLDER else created_by_this_run
-        if self.kind not in ("run", "named run", "checkpoint") or created is None or not is_rank_zero():
+        """Hydra made the folder before the job: a single run refused before any result removes it again."""
+        from lightlab.lightning_internals.ddp_launch import end_ranks
+        from lightlab.run.folders import remove_refused_run
+
+        if self.kind not in ("run", "named run", "checkpoint") or not is_rank_zero():
             return False
-        if not self.folder.is_dir() or any(self.folder.rglob("*.ckpt")):
-            return False
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-            root.removeHandler(handler)  # Hydra's run.log, inside the folder
-            handler.close()
-        shutil.rmtree(created, ignore_errors=True)
-        return True
+        if os.environ.get("LOCAL_RANK") == "0":  # the ranks it started: ended first, their logs are in the folder
+            end_ranks()
+        return remove_refused_run(self.folder)
 
     def stopped(self) -> None:
         """SIGTERM or Ctrl-C during training (lightlab/callbacks/preemption.py): a checkpoint to continue from."""
@@ -151,15 +127,22 @@ class CheckBeforeWriting(Callback):
     """conf/hydra/default.yaml: a single run's config is checked before Hydra makes its folder (and for
     mode=test/predict/export, its checkpoint and that run's config), so a mistake leaves nothing behind."""
 
-    # Not at a multirun's start: the swept values are not in the config then (a sweep may fill a `???`). A sweep
-    # job's config is checked in its job, and a job that fails it is recorded as failed while the others run.
+    # At a multirun's start only the sweep folder's name: the swept values are not in the config then (a sweep may
+    # fill a `???`). A sweep job's config is checked in its job, and a job that fails it is recorded as failed.
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from lightlab.config.checks import folder_name_problems
+
+        problems = folder_name_problems(config)
+        if problems:
+            refuse(UserError("invalid config: " + " ".join(problems)))
+
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightlab.config.checks import check_config
         from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
+        from lightlab.run import folders
         from lightlab.run.checkpoint_modes import checkpoint_config
         from lightlab.sweeps.summary import folder_conflict
 
-        global created_by_this_run
         HydraConfig.instance().set_config(config)  # ${hydra:...} values (experiment_name) read it
         task = config.copy()
         with open_dict(task):
@@ -175,15 +158,11 @@ class CheckBeforeWriting(Callback):
                 return
             if task.mode != "train":
                 checkpoint_config(task, overrides)
-            if explicit_folder(list(config.hydra.overrides.hydra), task.run_name, task.mode):
-                folder = Path(config.hydra.run.dir)  # (a named folder: resolving it makes nothing)
-                conflict = folder_conflict(folder, overrides)
-                if conflict:
-                    raise UserError(conflict)
-                created_by_this_run = first_missing(folder)
-            else:  # numbered: run_NNN in <log_dir>/<experiment>, or <mode>_NNN in the checkpoint's run
-                parent = Path(task.paths.log_dir) / task.experiment_name if task.mode == "train" else None
-                created_by_this_run = (parent and first_missing(parent)) or THE_RUN_FOLDER
+            folders.PLAN = folders.plan_folder(config, task)
+            conflict = folders.PLAN.named and task.mode == "train" and folder_conflict(Path(config.hydra.run.dir),
+                                                                                       overrides)
+            if conflict:
+                raise UserError(conflict)
         except UserError as error:
             refuse(error)
         finally:

@@ -53,8 +53,14 @@ def resume_job(cfg, overrides: list[str]) -> dict | None:
     return None
 
 
-# What Hydra, and Optuna's sweeper (optuna_trials.TRIAL_FILE), write in a job's folder before the job starts
-BEFORE_THE_JOB = {".hydra", "run.log", TRIAL_FILE}
+def before_the_job() -> set[str]:
+    """What Hydra (its record, its log) and Optuna's sweeper (the trial's identity) write in a job's folder before the
+    job starts: files of this run, not another run's."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    names = {hydra.output_subdir, f"{hydra.job.name}.log"} if hydra else {".hydra", "run.log"}
+    return {name for name in names if name} | {TRIAL_FILE}
 
 
 def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
@@ -75,7 +81,7 @@ def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
                        f"{' '.join(o for o in now if o not in then) or '(none)'} now")
         return (f"{run_dir} holds a run of another command (overrides that differ: {differences}); two runs never "
                 f"share a folder. {fixes}")
-    if run_dir.is_dir() and any(entry.name not in BEFORE_THE_JOB for entry in run_dir.iterdir()):
+    if run_dir.is_dir() and any(entry.name not in before_the_job() for entry in run_dir.iterdir()):
         return (f"{run_dir} already holds files (a run without a status.json: started without run_name, or by an "
                 f"older lightlab), so whether this command is its own cannot be told, and two runs never share a "
                 f"folder. To continue it explicitly: ckpt_path={last} with a new folder. {fixes}")
@@ -83,8 +89,8 @@ def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
 
 
 def same_run(overrides: list[str]) -> list[str]:
-    """The overrides that say what a run is: not where it resumes from, nor what it prints."""
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "print_config")]
+    """The overrides that say what a run is (in any order): not where it resumes from, nor what it prints."""
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "print_config"))
 
 
 def record_outcome(run_dir: Path, overrides: list[str], wall_s: float, error: BaseException | None = None) -> None:
