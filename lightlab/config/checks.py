@@ -110,9 +110,8 @@ def check_accelerator(cfg: DictConfig) -> None:
         raise UserError(f"trainer.accelerator=gpu, but no GPU was found (torch {torch.__version__}, {build}, sees "
                         f"none{'' if visible is None else f'; CUDA_VISIBLE_DEVICES={visible!r}'}). To train on the "
                         f"CPU, use `trainer=cpu` or `trainer.accelerator=cpu` (trainer=default takes a GPU when "
-                        f"there is one). To use "
-                        f"the GPU, check that `nvidia-smi` lists it, that CUDA_VISIBLE_DEVICES does not hide it, and "
-                        f"that torch is a CUDA build (README, Quick start: on a GPU machine).")
+                        f"there is one). To use the GPU, check that `nvidia-smi` lists it, that CUDA_VISIBLE_DEVICES "
+                        f"does not hide it, and that torch is a CUDA build (README, Quick start: on a GPU machine).")
 
 
 def _check_node(node, path: str, problems: list[str]) -> None:

@@ -17,8 +17,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lightlab.sweeps.summary import before_the_job
-
 
 @functools.cache  # Hydra re-reads hydra.sweep.dir for every job of a sweep: one process, one directory
 def numbered_dir(parent: str, prefix: str, name: str | None = None) -> str:
@@ -119,6 +117,8 @@ def remove_refused_run(folder: Path, plan: FolderPlan | None = None) -> bool:
     """A run refused (exit 2) before it had any result (data that does not load, a size the data does not allow)
     removes its folder, and the empty folders it made above it, so a refused run leaves nothing. A folder that held
     anything before this run, or holds events, checkpoints or other results of it, is left as it is."""
+    from lightlab.sweeps.summary import before_the_job  # (here, not at start-up: run.py imports this module)
+
     plan = plan or PLAN
     top = folder.absolute() if plan.numbered and plan.new is None else plan.new
     if top is None or not folder.is_dir() or top not in (folder.absolute(), *folder.absolute().parents):

@@ -87,9 +87,8 @@ class Job:
     def failed(self, error: Exception) -> None:
         from lightlab.sweeps.summary import record_outcome
 
-        if isinstance(error, UserError) and self.remove_refused_run():
-            pass  # refused before any checkpoint: nothing is left behind
-        elif not self.ddp_rank and self.folder.is_dir():  # status.json (failed or pruned) and failure.txt
+        removed = isinstance(error, UserError) and self.remove_refused_run()  # refused before any result
+        if not removed and not self.ddp_rank and self.folder.is_dir():  # status.json (failed, pruned), failure.txt
             record_outcome(self.folder, self.overrides, time.monotonic() - self.started, error)
         if self.in_sweep:  # the sweep goes on, and exits 1 at its end
             print(f"error: {error}", file=sys.stderr)

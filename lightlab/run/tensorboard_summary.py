@@ -39,8 +39,8 @@ def hparams_columns(cfg: DictConfig, overrides: list[str], choices: dict) -> dic
     for key in dict.fromkeys([*keys, *CORE]):
         if key in choices:  # a config group (model=mlp_bn) or experiment=...: the option's name
             columns[key] = shown(choices[key])
-        elif OmegaConf.select(cfg, key, default=None, throw_on_missing=False) is not None or key in CORE:
-            columns[key] = shown(OmegaConf.select(cfg, key, default=None))
+        elif (value := OmegaConf.select(cfg, key, default=None)) is not None or key in CORE:
+            columns[key] = shown(value)
     return columns
 
 
@@ -56,7 +56,7 @@ def record_run(trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
     overrides = list(hydra.overrides.task) if hydra else []
     choices = {group: option for group, option in (hydra.runtime.choices if hydra else {}).items()
                if not group.startswith("hydra") and option is not None}
-    columns = hparams_columns(cfg, overrides, choices)
+    _, session_start, session_end = hparams(hparams_columns(cfg, overrides, choices), {})  # (no experiment summary)
     best = {f"{cfg.monitor}_best": metrics[f"best_{cfg.monitor}"]} if f"best_{cfg.monitor}" in metrics else {}
     for logger in tensorboard_loggers(trainer):  # (not logger.log_hyperparams: it would also rewrite hparams.yaml)
         logger.experiment.add_text("config", f"```yaml\n{OmegaConf.to_yaml(cfg, resolve=True)}```",
@@ -64,7 +64,6 @@ def record_run(trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
         if best:
             logger.log_metrics(best, step=trainer.global_step)
         writer = event_file_writer(logger)  # the run's own event file, not a new sub-run
-        _, session_start, session_end = hparams(columns, {})  # (the experiment summary: see the module's doc)
         for summary in (session_start, session_end):
             writer.add_summary(summary, trainer.global_step)
         # close, not flush: the writer was reopened for these events after the trainer's own close, and an

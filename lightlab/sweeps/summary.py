@@ -72,11 +72,10 @@ def folder_conflict(run_dir: Path, overrides: list[str]) -> str | None:
              "a fresh run_NNN.")
     if status_file.is_file():
         earlier = json.loads(status_file.read_text())
-        if same_run(earlier["overrides"]) == same_run(overrides):
-            return None
-        if earlier["status"] == "failed" and not last.is_file():  # e.g. a typo caught before any training
-            return None
         then, now = same_run(earlier["overrides"]), same_run(overrides)
+        # This command's run, or an attempt that failed before any checkpoint (a typo caught early, say)
+        if then == now or earlier["status"] == "failed" and not last.is_file():
+            return None
         differences = (f"{' '.join(o for o in then if o not in now) or '(none)'} there, "
                        f"{' '.join(o for o in now if o not in then) or '(none)'} now")
         return (f"{run_dir} holds a run of another command (overrides that differ: {differences}); two runs never "
