@@ -8,14 +8,16 @@ import hydra
 from omegaconf import DictConfig
 
 from lightlab.config.checks import check_config
+from lightlab.config.table_task import settle_task
 from lightlab.run.folders import register_resolvers
 
 register_resolvers()  # before Hydra composes: hydra.run.dir uses ${run_dir:...}
 
 
 def build(cfg: DictConfig, with_trainer: bool = True):
-    """Datamodule, LightningModule and Trainer from the config. Only a text dataset's vocabulary is read
-    here (the network's embedding needs its size); images are read when training starts."""
+    """Datamodule, LightningModule and Trainer from the config. Only what the network's shape needs is read here (a
+    text dataset's vocabulary, a table's fitted columns: from the checkpoint in mode=test/predict/export); images
+    are read when training starts."""
     import functools
 
     import pytorch_lightning as pl
@@ -26,6 +28,8 @@ def build(cfg: DictConfig, with_trainer: bool = True):
     # Plain dicts and lists, never DictConfig, reach the constructors: hparams (and so checkpoints) stay plain.
     make = functools.partial(instantiate, _convert_="all")
     datamodule = build_from_config(cfg.data, "data")
+    if cfg.mode != "train":
+        restore_data_state(datamodule, cfg.ckpt_path)
     # Not recursive: the module receives its network, loss and optimizer as config and builds them itself.
     module = build_from_config(cfg.lightning_module, "lightning_module", **datamodule.network_inputs(),
                                _recursive_=False)
@@ -41,8 +45,18 @@ def build(cfg: DictConfig, with_trainer: bool = True):
     return datamodule, module, trainer
 
 
+def restore_data_state(datamodule, ckpt_path: str) -> None:
+    """What the data fitted in training (a vocabulary, a table's preprocessing), from the checkpoint."""
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(type(datamodule).__qualname__)
+    if state and hasattr(datamodule, "load_state_dict"):
+        datamodule.load_state_dict(state)
+
+
 def train(cfg: DictConfig) -> dict:
     """Everything a run does, given a composed config; returns the run's final metrics."""
+    settle_task(cfg)  # data=table: the task's keys left `auto`, from the target column
     check_config(cfg)  # before the slow imports: a typo fails in about a second
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -79,6 +93,7 @@ def train(cfg: DictConfig) -> dict:
 def use_checkpoint(cfg: DictConfig) -> dict:
     """mode=test, predict or export: cfg.ckpt_path's network with its run's config (main() swapped it in); nothing
     trains. The results go to this command's folder inside that run (lightlab/run/checkpoint_modes.py)."""
+    settle_task(cfg)
     check_config(cfg)
     import pytorch_lightning as pl
 
@@ -109,4 +124,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from lightlab.run.compose import checkpoint_command_line
+
+    sys.argv[1:] = checkpoint_command_line(sys.argv[1:])  # keys of the checkpoint's config (data.predict_path=…)
     main()

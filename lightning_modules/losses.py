@@ -91,3 +91,11 @@ class SmoothL1Loss(ClassIndicesAsOneHot, nn.SmoothL1Loss):
 
     def __init__(self, beta: float = 1.0):
         super().__init__(beta=beta)
+
+
+class HuberLoss(ClassIndicesAsOneHot, nn.HuberLoss):
+    """Squared error below `delta`, delta * (|error| - delta / 2) above it: mse's gradient near the target, l1's
+    robustness to outliers far from it."""
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__(delta=delta)

@@ -136,6 +136,33 @@ def write_tiny_text(data_dir: Path, train: int = 300, test: int = 80) -> Path:
     return data_dir
 
 
+def synthetic_table(rows: int, seed: int = 0, noise: float = 0.5):
+    """A table with a known answer: y = 3 x1 - 2 x2 + effect[colour] + noise (noise's standard deviation `noise`),
+    x3 pure noise, size an integer with few values, and a yes/no label `big` (y > 0)."""
+    import pandas as pd
+
+    generator = np.random.default_rng(seed)
+    effect = {"red": 2.0, "green": -1.0, "blue": 0.5, "black": -3.0}
+    colour = generator.choice(list(effect), rows)
+    x1, x2, x3 = generator.normal(size=(3, rows))
+    y = 3 * x1 - 2 * x2 + np.vectorize(effect.get)(colour) + generator.normal(scale=noise, size=rows)
+    return pd.DataFrame({"id": [f"r{i}" for i in range(rows)], "x1": x1, "colour": colour, "x2": x2, "x3": x3,
+                         "size": generator.integers(1, 4, rows), "y": y, "big": np.where(y > 0, "yes", "no")})
+
+
+def write_tiny_tables(data_dir: Path) -> Path:
+    """The experiments' table files (ames_housing/ames.csv, churn/mlc_churn.csv), small, with their target columns."""
+    table = synthetic_table(400)
+    (data_dir / "ames_housing").mkdir(parents=True, exist_ok=True)
+    (data_dir / "churn").mkdir(parents=True, exist_ok=True)
+    table.assign(Sale_Price=np.exp(12 + table.y / 10)).drop(columns=["y", "big"]).to_csv(
+        data_dir / "ames_housing" / "ames.csv", index=False)
+    table.rename(columns={"big": "churn"}).drop(columns=["y"]).to_csv(data_dir / "churn" / "mlc_churn.csv",
+                                                                      index=False)
+    table.to_csv(data_dir / "table.csv", index=False)
+    return data_dir
+
+
 # The tiers, one folder each (README, Tests): a test's tier is its folder's, unless it is marked with another
 # (a real-data test among a folder of unit tests). `python -m pytest -m unit` runs the fast tier alone.
 TIERS = {"unit": "in-process, synthetic data, no subprocess: seconds each",

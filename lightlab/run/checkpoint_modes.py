@@ -74,9 +74,13 @@ def checkpoint_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) -> dict[str, float]:
-    """predictions.csv: one row per input (id, true label if known, predicted class, one probability per class)."""
+    """predictions.csv: one row per input (id, true label if known, predicted class, one probability per class; a
+    regression: id, true value if known, predicted value, in the target's units)."""
     from lightning_modules.tasks.classification import ClassificationModule
+    from lightning_modules.tasks.regression import RegressionModule
 
+    if isinstance(module, RegressionModule):
+        return write_values(trainer, module, datamodule, cfg, path)
     if not isinstance(module, ClassificationModule):
         raise UserError(f"mode=predict writes class probabilities; {type(module).__name__} (this checkpoint's "
                         f"lightning_module) does not give them. Use mode=test for its metrics.")
@@ -106,13 +110,38 @@ def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) 
     return metrics
 
 
+def write_values(trainer, module, datamodule, cfg: DictConfig, path: Path) -> dict[str, float]:
+    datamodule.predict_input = cfg.predict_input
+    batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    predicted, actual = (torch.cat([batch[i] for batch in batches]).double().cpu() for i in (0, 1))
+
+    def write(partial: Path) -> None:
+        with open(partial, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["id", "target", "predicted"])
+            for row_id, true, guess in zip(datamodule.prediction_ids, actual.tolist(), predicted.tolist()):
+                writer.writerow([row_id, "" if true != true else f"{true:.10g}", f"{guess:.10g}"])  # NaN: unknown
+
+    if is_rank_zero(trainer):
+        write_atomically(path, write)
+        print(f"predictions: {path} ({len(predicted)} rows)")
+    metrics = {"predict/count": float(len(predicted))}
+    known = ~actual.isnan()
+    if known.any():
+        metrics["predict/rmse"] = float((predicted[known] - actual[known]).square().mean().sqrt())
+    return metrics
+
+
 def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """network.pt (the bare network's state_dict) + network.yaml, TorchScript and ONNX, each checked against the
     network on a few test inputs (lightlab/run/export.py); preprocessing.json: class names and input preparation."""
     from lightlab.run.export import export_network
     from lightning_modules.tasks.classification import ClassificationModule
+    from lightning_modules.tasks.regression import RegressionModule
 
-    if not isinstance(module, ClassificationModule):  # its network alone is not what the task module computes
+    # Its network alone is not what the task module computes (a regression's: the standardised target, which
+    # preprocessing.json's target_scaling turns back).
+    if not isinstance(module, (ClassificationModule, RegressionModule)):
         raise UserError(f"mode=export writes a classifier's network; {type(module).__name__} adds heads or a "
                         f"normalisation around module.net that the export would leave out. Load its checkpoint "
                         f"with {type(module).__name__}.load_from_checkpoint(path) instead.")
@@ -126,8 +155,11 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     for line in export_network(module.eval(), example_inputs, run_dir):
         print(line)
     # What a deployment needs besides the network: the class names, and how raw inputs become its inputs.
-    names = class_names(datamodule, module.hparams.num_classes)
-    if hasattr(datamodule, "vocabulary"):
+    names = class_names(datamodule, module.hparams.get("num_classes", 0))
+    if getattr(datamodule, "preprocessing", None) is not None:  # a table: everything fitted on its training rows
+        preprocessing = {"inputs": "(numeric, categorical): see lightlab's datamodules/table_columns.py",
+                         **datamodule.preprocessing.state()}
+    elif hasattr(datamodule, "vocabulary"):
         from datamodules.vocabulary import PAD_ID, UNKNOWN_ID
 
         settings = datamodule.hparams

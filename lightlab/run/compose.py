@@ -1,4 +1,6 @@
-"""Compose the real config from Python, as `python run.py` would: for tests, benchmarks and notebooks."""
+"""Compose the real config from Python, as `python run.py` would: for tests, benchmarks and notebooks; and the
+command line of a checkpoint mode, made composable."""
+import re
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -20,3 +22,14 @@ def compose_config(overrides: list[str] = (), output_dir: str | None = None) -> 
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def checkpoint_command_line(arguments: list[str]) -> list[str]:
+    """mode=test/predict/export run the checkpoint's own config, whose keys the default config Hydra composes first
+    may lack (data.predict_path of data=table, when conf/'s default data is mnist). Such `group.key=value` overrides
+    reach Hydra as `++group.key=value`, which composes; lightlab/run/checkpoint_modes.py then sets them in the
+    checkpoint's config, where the key must exist."""
+    if not any(argument in ("mode=test", "mode=predict", "mode=export") for argument in arguments):
+        return arguments
+    return [f"++{argument}" if re.match(r"[A-Za-z_]\w*\.[\w.]+=", argument) and not argument.startswith("hydra.")
+            else argument for argument in arguments]

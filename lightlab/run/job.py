@@ -137,6 +137,7 @@ class CheckBeforeWriting(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightlab.config.checks import check_config
+        from lightlab.config.table_task import settle_task
         from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
         from lightlab.run import folders
         from lightlab.run.checkpoint_modes import checkpoint_config
@@ -152,11 +153,12 @@ class CheckBeforeWriting(Callback):
         placeholder = logging.NullHandler()
         logging.getLogger().addHandler(placeholder)
         try:
-            check_config(task)
             if RANK_OF_JOB in os.environ:  # a DDP rank: its rank 0 checked all of this
                 return
-            if task.mode != "train":
-                checkpoint_config(task, overrides)
+            # In mode=test/predict/export, the checkpoint's run config is what will run.
+            checked = checkpoint_config(task, overrides) if task.mode in ("test", "predict", "export") else task
+            settle_task(checked)  # data=table: reads the target column (or the checkpoint) now, before any folder
+            check_config(checked)
             folders.PLAN = folders.plan_folder(config, task)
             conflict = folders.PLAN.named and task.mode == "train" and folder_conflict(Path(config.hydra.run.dir),
                                                                                        overrides)

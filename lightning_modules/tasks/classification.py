@@ -7,7 +7,7 @@ rebuilds the network in a fresh process with no config files around.
 """
 import torch
 from hydra.utils import instantiate
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import BinaryAUROC, BinaryF1Score, MulticlassAccuracy
 
 from lightlab.base.errors import UserError
 from lightning_modules.tasks.task_module import TaskModule
@@ -18,18 +18,18 @@ class ClassificationModule(TaskModule):
 
     def __init__(self, net: dict, optimizer: dict, loss: dict, input_shape: list[int], num_classes: int,
                  scheduler: dict | None = None, parameter_groups: dict | None = None, compile: bool = False,
-                 channels_last: bool = False, test_time_flip: bool = False, vocabulary_size: int | None = None):
+                 channels_last: bool = False, test_time_flip: bool = False, vocabulary_size: int | None = None,
+                 cardinalities: list[int] | None = None, class_weights: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
         if test_time_flip and len(input_shape) != 3:
             raise UserError(f"lightning_module.test_time_flip=true mirrors images, but this data's inputs have shape "
                             f"{list(input_shape)}, not (channels, height, width). "
                             f"Set lightning_module.test_time_flip=false.")
-        # Text data adds its vocabulary's size (the embedding's rows); image data has none.
-        vocabulary = {} if vocabulary_size is None else {"vocabulary_size": vocabulary_size}
         self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape),
-                                      num_classes=num_classes, **vocabulary)
-        self.loss = instantiate(loss, _convert_="all")
+                                      num_classes=num_classes, **self.data_shape(vocabulary_size, cardinalities))
+        # data.class_weights=balanced (tables): weights from the training split's class counts, for the loss.
+        self.loss = instantiate(loss, _convert_="all", **({"class_weights": class_weights} if class_weights else {}))
         # NLLLoss takes log-probabilities: with it, the module's output is log_softmax of the network's.
         self.log_probabilities = isinstance(self.loss, torch.nn.NLLLoss)
         # validate_args=False: the argument checks cost more than the update and read values back from the
@@ -37,6 +37,11 @@ class ClassificationModule(TaskModule):
         self.accuracy = torch.nn.ModuleDict({
             f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
             for stage in ("val", "test")})
+        # Two classes: also the ranking (AUROC) and the F1 of the second class (data=table: the second in sorted
+        # order, e.g. "yes" of no/yes, True of False/True), the usual scores of an imbalanced binary task.
+        self.binary = torch.nn.ModuleDict({
+            f"{stage}_{name}": metric(validate_args=False) for stage in ("val", "test")
+            for name, metric in (("auroc", BinaryAUROC), ("f1", BinaryF1Score))} if num_classes == 2 else {})
         # Training sums stay device tensors: adding to them never waits for the device. The training accuracy is
         # counted here rather than by a torchmetrics update, which costs ~2% of a small model's step.
         self.register_epoch_sum("train_loss_sum")
@@ -84,4 +89,9 @@ class ClassificationModule(TaskModule):
         self.accuracy[f"{stage}_accuracy"].update(logits, labels)
         self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_accuracy"], on_epoch=True)
+        if self.binary:
+            positive = logits.float().softmax(dim=1)[:, 1]
+            for name in ("auroc", "f1"):
+                self.binary[f"{stage}_{name}"].update(positive, labels)
+                self.log(f"{stage}/{name}", self.binary[f"{stage}_{name}"], on_epoch=True)
         return logits.detach()

@@ -25,15 +25,24 @@ def inputs_to_channels_last(network: torch.nn.Module, inputs: tuple) -> tuple:
 class TaskModule(FastHooksModule):
     plain_attributes = FastHooksModule.plain_attributes | {"_last_batch"}
 
+    @staticmethod
+    def data_shape(vocabulary_size: int | None, cardinalities: list[int] | None) -> dict:
+        """What the data adds to a network's inputs: text its vocabulary's size (the embedding's rows), tables the
+        categories per categorical column; images nothing."""
+        if vocabulary_size is not None:
+            return {"vocabulary_size": vocabulary_size}
+        return {} if cardinalities is None else {"cardinalities": list(cardinalities)}
+
     def build_network(self, config: dict, compile: bool, channels_last: bool = False, **shape) -> torch.nn.Module:
-        reads_text = "vocabulary_size" in inspect.signature(locate(config["_target_"])).parameters
-        if reads_text and "vocabulary_size" not in shape:
-            raise UserError(f"model {config['_target_']} reads token ids, but this data gives images. Choose an "
-                            f"image model (model=mlp, cnn, resnet18, fast_cifar) or text data (data=sst2, trec, mr, "
-                            f"sms_spam, ag_news).")
-        if "vocabulary_size" in shape and not reads_text:
-            raise UserError(f"model {config['_target_']} reads images, but this data gives token ids. Choose a "
-                            f"sequence model: model=rnn, lstm, gru or bilstm_attention.")
+        parameters = inspect.signature(locate(config["_target_"])).parameters
+        data = "token ids" if "vocabulary_size" in shape else "table rows" if "cardinalities" in shape else "images"
+        reads = ("token ids" if "vocabulary_size" in parameters else "table rows" if "cardinalities" in parameters
+                 else "images")
+        if data != reads:
+            models = {"images": "model=mlp, cnn, resnet18 or fast_cifar", "token ids": "model=rnn, lstm, gru or "
+                      "bilstm_attention", "table rows": "model=tabular_mlp"}
+            raise UserError(f"model {config['_target_']} reads {reads}, but this data gives {data}. Choose a model "
+                            f"for {data} ({models[data]}), or data for this model.")
         network = instantiate(config, **shape, _convert_="all")
         # The bare network's whole constructor call, as plain data: lightlab/run/export.py rebuilds it (without
         # the compile wrapper or channels_last hooks added below) and a deployment needs nothing else.

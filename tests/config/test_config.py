@@ -8,16 +8,27 @@ from omegaconf import OmegaConf
 
 from lightlab.base.errors import UserError
 from lightlab.config.checks import check_config
+from lightlab.config.table_task import settle_task
 from lightlab.lightning_internals.ddp_launch import JobDDPStrategy
 from lightlab.run.compose import CONFIG_DIR, compose_config
 from lightlab.run.folders import numbered_dir
 from run import build
-from tests.conftest import options_reading_token_ids, write_cifar10, write_cifar100, write_tiny_mnist, write_tiny_text
+from tests.conftest import (
+    options_reading_token_ids,
+    write_cifar10,
+    write_cifar100,
+    write_tiny_mnist,
+    write_tiny_tables,
+    write_tiny_text,
+)
 
 GROUP_OPTIONS = sorted((group.name, option.stem) for group in CONFIG_DIR.iterdir() if group.is_dir()
                        for option in group.glob("*.yaml") if not option.name.startswith("_"))  # _x: shared parts
 
 READS_TOKEN_IDS = {group: options_reading_token_ids(group)[0] for group in ("model", "data")}
+# Options that only work with a table (and tables' own data and experiment options), and what they train on here.
+TABLE_OPTIONS = {("data", "table"), ("model", "tabular_mlp"), ("loss", "auto"), ("experiment", "ames_price"),
+                 ("experiment", "churn")}
 
 
 def test_every_group_has_options():
@@ -38,13 +49,19 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     write_cifar10(tiny_data, per_batch=64)
     write_cifar100(tiny_data, count=320)
     write_tiny_text(tiny_data, train=1200)  # mr and sms_spam hold out 1,000 test texts
-    # A text dataset needs a sequence model and the other way round (known from their _target_).
+    write_tiny_tables(tiny_data)
+    # A text dataset needs a sequence model and the other way round (known from their _target_); tables likewise.
     partner = {"data": ["model=lstm"], "model": ["data=sst2"]}.get(group, []) if (
         option in READS_TOKEN_IDS.get(group, [])) else []
+    data = ["data.val_size=64"]
+    if (group, option) in TABLE_OPTIONS:
+        data = [] if group == "experiment" else ["data.path=table.csv", "data.target=y"]
+        partner = [] if group in ("data", "experiment") else ["data=table"]
     cfg = compose_config([f"{group}={option}", *partner, f"paths.data_dir={tiny_data}",
-                          f"paths.cache_dir={tmp_path / 'cache'}", "data.val_size=64",
+                          f"paths.cache_dir={tmp_path / 'cache'}", *data,
                           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                           "trainer.num_sanity_val_steps=0"], output_dir=str(tmp_path))
+    settle_task(cfg)  # data=table's `auto` keys (a no-op for other data)
     if OmegaConf.missing_keys(cfg):  # options that need a value from the user say so by name
         with pytest.raises(UserError, match="not set: " + ", ".join(sorted(OmegaConf.missing_keys(cfg)))):
             check_config(cfg)
