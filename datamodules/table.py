@@ -100,8 +100,8 @@ class TableDataModule(pl.LightningDataModule):
             if not 0 < share < 1:
                 raise UserError(f"data.{key}={share}: the share of the rows held out, between 0 and 1 (e.g. 0.2).")
         if test_fraction + val_fraction >= 1:
-            raise UserError(f"data.test_fraction + data.val_fraction = {test_fraction + val_fraction}: no rows are left to train "
-                            f"on. Make them smaller (0.2 and 0.1 are usual).")
+            raise UserError(f"data.test_fraction + data.val_fraction = {test_fraction + val_fraction}: no rows are "
+                            f"left to train on. Make them smaller (0.2 and 0.1 are usual).")
         self.preprocessing: Preprocessing | None = None
         self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
         self.predict_input: str | None = None  # mode=predict's predict_input, else data.predict_path
@@ -142,8 +142,8 @@ class TableDataModule(pl.LightningDataModule):
         frame = self.labelled(frame, file)
         task = settings.task if settings.task != "auto" else infer_task(frame[settings.target],
                                                                           settings.max_integer_classes)
-        given = {split: self.labelled(*self.read(key)) for split, key in (("validate", "val_path"),
-                                                                          ("test", "test_path")) if settings[key]}
+        given = {split: self.labelled(*self.read(key))
+                 for split, key in (("validate", "val_path"), ("test", "test_path")) if settings[key]}
         carved = [split for split in ("test", "validate") if split not in given]
         shares = [settings.test_fraction if split == "test" else settings.val_fraction for split in carved]
         labels = frame[settings.target].astype(str) if task == "classification" else None
@@ -279,5 +279,6 @@ class TableDataModule(pl.LightningDataModule):
 
 def raise_changed(now: Preprocessing, saved: Preprocessing) -> None:
     changed = [name for name, value in now.state().items() if saved.state()[name] != value]
-    raise UserError(f"the checkpoint's preprocessing differs from the one fitted on the table now ({', '.join(changed)} "
-                    f"changed): the file or the data settings changed since it was saved. Use the same data.")
+    raise UserError(f"the checkpoint's preprocessing differs from the one fitted on the table now "
+                    f"({', '.join(changed)} changed): the file or the data settings changed since it was saved. "
+                    f"Use the same data.")

@@ -170,7 +170,7 @@ class Preprocessing:
         for name, categories in self.categorical.items():
             index = {category: i + 1 for i, category in enumerate(categories)}
             names = category_names(frame[name])
-            column = names.map(lambda v: index.get(v, 0)).to_numpy(dtype="int64")
+            column = names.map(index).fillna(0).to_numpy(dtype="int64")
             new = int((names.notna() & (column == 0)).sum())  # new, or too rare in training to be learned
             if new:
                 unseen[name] = new

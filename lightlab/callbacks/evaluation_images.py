@@ -80,6 +80,10 @@ class EvaluationImages(pl.Callback):
             self.confusion_matrix, self.misclassified_examples = False, 0
         else:
             self.class_names = class_names(datamodule, module.hparams.num_classes)
+        if getattr(datamodule, "preprocessing", None) is not None and self.misclassified_examples:  # a table
+            rank_zero_info(f"{KEY}: table rows are not pictures; no misclassified examples are drawn (mode=predict "
+                           f"writes every row's prediction).")
+            self.misclassified_examples = 0
         for option, layer in (("feature_map_layer", self.feature_map_layer), ("attention_layer", self.attention_layer)):
             if layer is not None:
                 try:  # an unknown name fails here, before the first epoch, listing the network's layers
