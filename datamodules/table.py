@@ -10,7 +10,6 @@ The fitted preprocessing is the DataModule's `state_dict`, so it is in every che
 encodes new rows with it (no training file needed), and a resumed run checks that the data still gives the same.
 """
 import logging
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -18,7 +17,8 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from datamodules.table_columns import Preprocessing, column_kinds, infer_task
+from datamodules.table_columns import Preprocessing, column_kinds, infer_task, numbers_with_typos
+from datamodules.table_files import find_file, read_table, split_rows
 from datamodules.tensor_batches import (
     TensorBatches,
     batches_done_this_epoch,
@@ -29,50 +29,6 @@ from datamodules.tensor_batches import (
 from lightlab.base.errors import UserError
 
 log = logging.getLogger(__name__)
-PARQUET = (".parquet", ".pq")
-
-
-def find_file(name: str, data_dir: str, key: str) -> Path:
-    """A path as given (absolute, or relative to the current folder), else relative to paths.data_dir."""
-    path = Path(name).expanduser()
-    for candidate in (path, Path(data_dir).expanduser() / path):
-        if candidate.is_file():
-            return candidate
-    raise UserError(f"data.{key}={name}: no such file (looked in {Path.cwd()} and in paths.data_dir "
-                    f"{Path(data_dir).expanduser().resolve()}). Give the path of a .csv or .parquet file.")
-
-
-def read_table(path: Path, key: str, separator: str) -> pd.DataFrame:
-    try:
-        if path.suffix.lower() in PARQUET:
-            frame = pd.read_parquet(path)
-        else:  # .csv, .tsv, .txt, also gzip-compressed (.csv.gz)
-            frame = pd.read_csv(path, sep="\t" if ".tsv" in path.suffixes else separator, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"data.{key}: {path} is empty. A table needs a header line and at least one row.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as error:
-        raise UserError(f"data.{key}: {path} could not be read as a {'Parquet' if path.suffix in PARQUET else 'CSV'} "
-                        f"table ({str(error).strip()}). Check the file (data.separator for CSV).") from None
-    if frame.empty:
-        raise UserError(f"data.{key}: {path} has a header ({', '.join(map(str, frame.columns))}) but no rows.")
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
-
-
-def split_rows(labels: pd.Series | None, count: int, shares: list[float], seed: int) -> list[np.ndarray]:
-    """Row positions of each share (e.g. test, val), then the rest; stratified by `labels` when given."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).numpy()
-    groups = [order] if labels is None else [order[labels.to_numpy()[order] == c]
-                                             for c in pd.unique(labels.to_numpy()[order])]
-    parts = [[] for _ in range(len(shares) + 1)]
-    for group in groups:
-        start = 0
-        for part, share in zip(parts, shares):
-            size = round(share * len(group))
-            part.append(group[start:start + size])
-            start += size
-        parts[-1].append(group[start:])
-    return [np.sort(np.concatenate(part)) for part in parts]
 
 
 class TableDataModule(pl.LightningDataModule):
@@ -104,6 +60,7 @@ class TableDataModule(pl.LightningDataModule):
                             f"left to train on. Make them smaller (0.2 and 0.1 are usual).")
         self.preprocessing: Preprocessing | None = None
         self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.ids: dict[str, list[str]] = {}  # each split's row ids (data.id_column, else data row numbers)
         self.predict_input: str | None = None  # mode=predict's predict_input, else data.predict_path
         self.prediction_ids: list[str] = []
 
@@ -115,12 +72,12 @@ class TableDataModule(pl.LightningDataModule):
     def features(self, frame: pd.DataFrame, file: str, need_target: bool) -> pd.DataFrame:
         """The feature columns this data's settings choose (columns / drop / id_column), checked against the file."""
         settings = self.hparams
-        wanted = [settings.target, *(settings.columns or []), *(settings.drop or []),
-                  *([settings.id_column] if settings.id_column else [])]
+        wanted = [settings.target, *(settings.columns or []), *(settings.drop or []), *(settings.categorical or []),
+                  *(settings.numeric or []), *([settings.id_column] if settings.id_column else [])]
         missing = [name for name in wanted if name not in frame.columns and (need_target or name != settings.target)]
         if missing:
             raise UserError(f"{file}: no column {', '.join(map(repr, missing))} (data.target / columns / drop / "
-                            f"id_column). Its columns: {', '.join(frame.columns)}.")
+                            f"categorical / numeric / id_column). Its columns: {', '.join(frame.columns)}.")
         kept = settings.columns or [c for c in frame.columns if c not in (settings.drop or [])]
         return frame[[c for c in kept if c not in (settings.target, settings.id_column)]]
 
@@ -134,37 +91,42 @@ class TableDataModule(pl.LightningDataModule):
                             f"data.drop_missing_target=true to train without those rows.")
         return frame[~missing]
 
-    def training_frames(self) -> tuple[dict[str, pd.DataFrame], str, str]:
-        """{"fit", "validate", "test"} -> rows, the training file's name, and the task."""
+    def training_frames(self) -> tuple[dict[str, tuple[pd.DataFrame, str]], str]:
+        """{"fit", "validate", "test"} -> (rows, the file they come from), and the task."""
         settings = self.hparams
         frame, file = self.read("path" if settings.path else "train_path")
         self.features(frame, file, need_target=True)
         frame = self.labelled(frame, file)
+        if settings.task != "classification" and (error := numbers_with_typos(frame[settings.target],
+                                                                              settings.target, file)):
+            raise error  # a price column with one "1O" is not a classification with a class per price
         task = settings.task if settings.task != "auto" else infer_task(frame[settings.target],
                                                                           settings.max_integer_classes)
-        given = {split: self.labelled(*self.read(key))
-                 for split, key in (("validate", "val_path"), ("test", "test_path")) if settings[key]}
+        given = {split: self.read(key) for split, key in (("validate", "val_path"), ("test", "test_path"))
+                 if settings[key]}
+        given = {split: (self.labelled(rows, name), name) for split, (rows, name) in given.items()}
         carved = [split for split in ("test", "validate") if split not in given]
         shares = [settings.test_fraction if split == "test" else settings.val_fraction for split in carved]
         labels = frame[settings.target].astype(str) if task == "classification" else None
         *held_out, fit = split_rows(labels, len(frame), shares, settings.split_seed)
-        frames = {"fit": frame.iloc[fit], **{s: frame.iloc[rows] for s, rows in zip(carved, held_out)}, **given}
-        for split, rows in frames.items():
-            if rows.empty:
-                raise UserError(f"{file}: {len(frame)} rows leave none for the {split} split. A table needs more "
-                                f"rows (or larger data.test_fraction / data.val_fraction).")
-        return frames, file, task
+        frames = {"fit": (frame.iloc[fit], file), **{s: (frame.iloc[rows], file) for s, rows in zip(carved, held_out)},
+                  **given}
+        for split, (rows, name) in frames.items():
+            if len(rows) < 2:  # (R², and a standard deviation, need two)
+                raise UserError(f"{name}: {len(rows)} row(s) for the {split} split, and each split needs at least 2. "
+                                f"Use a table with more rows, or larger data.test_fraction / data.val_fraction.")
+        return frames, task
 
     # --- fitting (training split only) and encoding -----------------------------------------------------------
     def fit_preprocessing(self) -> dict[str, tuple[pd.DataFrame, str]]:
         settings = self.hparams
-        frames, file, task = self.training_frames()
-        train = frames["fit"]
+        frames, task = self.training_frames()
+        train, file = frames["fit"]
         if task == "classification" and train[settings.target].nunique() < 2:
             raise UserError(f"{file}: the target {settings.target!r} has one class in the training rows "
                             f"({train[settings.target].iloc[0]!r}): there is nothing to tell apart. Choose another "
                             f"data.target, or data.task=regression for a numeric one.")
-        targets = pd.concat([rows[settings.target] for rows in frames.values()])
+        targets = pd.concat([rows[settings.target] for rows, _ in frames.values()])
         if task == "regression" and settings.target_transform == "log" and (targets <= 0).any():
             bad = targets <= 0
             raise UserError(f"{file}: data.target_transform=log needs positive targets, but {int(bad.sum())} "
@@ -175,9 +137,12 @@ class TableDataModule(pl.LightningDataModule):
         self.preprocessing = Preprocessing.fit(train, task, settings.target, numeric, categorical,
                                                settings.min_category_count, settings.target_transform,
                                                settings.skewed_log1p)
-        return {split: (rows, file) for split, rows in frames.items()}
+        return frames
 
-    def encode(self, frame: pd.DataFrame, file: str, with_target: bool) -> tuple[torch.Tensor, ...]:
+    def encode(self, frame: pd.DataFrame, file: str, with_target: bool,
+               known_classes: bool = False) -> tuple[torch.Tensor, ...]:
+        """The network's inputs and the target of these rows. known_classes: a class the training rows lack is an
+        error (a validation or test file); in new rows it is only not scored."""
         fitted = self.preprocessing
         missing = [c for c in [*fitted.numeric, *fitted.categorical] if c not in frame.columns]
         if missing:
@@ -190,7 +155,27 @@ class TableDataModule(pl.LightningDataModule):
                         + ", ".join(f"{name} {count}" for name, count in unseen.items()))
         target = (fitted.encode_target(frame[fitted.target]) if with_target else
                   torch.full((len(frame),), -1 if fitted.task == "classification" else float("nan")))
+        if known_classes and fitted.task == "classification" and (target < 0).any():
+            row = int((target < 0).nonzero()[0])
+            raise UserError(f"{file}: data row {frame.index[row] + 1} has {fitted.target}="
+                            f"{frame[fitted.target].iloc[row]!r}, a class the training rows do not have (they have "
+                            f"{', '.join(fitted.classes)}). Remove such rows, or give the training rows that class.")
         return numeric, categorical, target
+
+    def row_ids(self, frame: pd.DataFrame) -> list[str]:
+        """Each row's id in predictions: data.id_column's value, else its data row number in its file."""
+        column = self.hparams.id_column
+        return [str(v) for v in frame[column]] if column else [str(i + 1) for i in frame.index]
+
+    def example_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs of the network's shape from the fitted preprocessing alone (mode=export needs no file)."""
+        generator = torch.Generator().manual_seed(0)
+        fitted = self.preprocessing
+        numeric = torch.randn(count, fitted.input_width, generator=generator)
+        categorical = torch.stack([torch.randint(0, rows, (count,), generator=generator)
+                                   for rows in fitted.cardinalities], dim=1) if fitted.cardinalities else \
+            torch.zeros(count, 0, dtype=torch.int64)
+        return numeric, categorical
 
     # --- what the rest of the framework asks of a DataModule -------------------------------------------------
     def network_inputs(self) -> dict:
@@ -223,7 +208,9 @@ class TableDataModule(pl.LightningDataModule):
         if restored is not None and restored != self.preprocessing:
             raise_changed(self.preprocessing, restored)
         self.preprocessing = restored or self.preprocessing
-        self.splits = {split: self.encode(rows, file, with_target=True) for split, (rows, file) in frames.items()}
+        self.splits = {split: self.encode(rows, file, with_target=True, known_classes=True)
+                       for split, (rows, file) in frames.items()}
+        self.ids = {split: self.row_ids(rows) for split, (rows, _) in frames.items()}
 
     transfer_batch_to_device = transfer_unless_there
 
@@ -249,7 +236,7 @@ class TableDataModule(pl.LightningDataModule):
         if name is None:
             self.setup("test")
             tensors = self.splits["test"]
-            self.prediction_ids = [str(i + 1) for i in range(len(tensors[2]))]
+            self.prediction_ids = self.ids["test"]
         else:
             frame = read_table(find_file(name, self.hparams.data_dir, "predict_path"), "predict_path",
                                self.hparams.separator)
@@ -259,8 +246,7 @@ class TableDataModule(pl.LightningDataModule):
                                 f"{', '.join(frame.columns)}.")
             has_target = self.preprocessing.target in frame.columns and frame[self.preprocessing.target].notna().all()
             tensors = self.encode(frame, name, with_target=has_target)
-            self.prediction_ids = ([str(v) for v in frame[id_column]] if id_column
-                                   else [str(i + 1) for i in range(len(frame))])
+            self.prediction_ids = self.row_ids(frame)
         return TensorBatches(tensors, self.hparams.eval_batch_size, shuffle=False)
 
     def training_sample(self, count: int) -> tuple[torch.Tensor, ...]:

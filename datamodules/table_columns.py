@@ -59,6 +59,13 @@ def category_names(column: pd.Series) -> pd.Series:
     return column.map(lambda v: None if pd.isna(v) else str(v))
 
 
+def numbers_with_typos(column: pd.Series, name: str, file: str) -> UserError | None:
+    """The error for a text column that holds numbers but a few values that are not (a typo), else None."""
+    values = column.dropna()
+    share = pd.to_numeric(values, errors="coerce").notna().mean() if len(values) else 0.0
+    return first_non_number(column, name, file) if NUMBER_SHARE <= share < 1 else None
+
+
 def first_non_number(column: pd.Series, name: str, file: str) -> UserError | None:
     """The error for the first value of a numeric column that is not a number, or None."""
     numbers = pd.to_numeric(column, errors="coerce")
@@ -83,14 +90,15 @@ def column_kinds(train: pd.DataFrame, file: str, categorical: list[str] | None, 
             if is_text(column) and (error := first_non_number(column, name, file)):
                 raise error
             numeric_columns.append(name)
-        elif pd.api.types.is_bool_dtype(column):
-            categorical_columns.append(name)
+        elif pd.api.types.is_bool_dtype(column) or column.dropna().map(type).eq(bool).all() and column.notna().any():
+            categorical_columns.append(name)  # booleans (with blanks, pandas reads them as objects)
         elif is_text(column):
-            values = column.dropna()
-            share = pd.to_numeric(values, errors="coerce").notna().mean() if len(values) else 0.0
-            if share >= NUMBER_SHARE:  # e.g. "12.5", "13", "1O": a numeric column with a typo, not 3 categories
-                raise first_non_number(column, name, file)
-            categorical_columns.append(name)
+            if error := numbers_with_typos(column, name, file):  # "12.5", "13", "1O": a typo, not 3 categories
+                raise error
+            if pd.to_numeric(column.dropna(), errors="coerce").notna().all() and column.notna().any():
+                numeric_columns.append(name)  # numbers stored as text (e.g. a Parquet string column)
+            else:
+                categorical_columns.append(name)
         elif integer_valued(column) and column.nunique() <= max_integer_categories:
             categorical_columns.append(name)
         else:

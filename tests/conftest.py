@@ -157,8 +157,8 @@ def write_tiny_tables(data_dir: Path) -> Path:
     (data_dir / "churn").mkdir(parents=True, exist_ok=True)
     table.assign(Sale_Price=np.exp(12 + table.y / 10)).drop(columns=["y", "big"]).to_csv(
         data_dir / "ames_housing" / "ames.csv", index=False)
-    table.rename(columns={"big": "churn"}).drop(columns=["y"]).to_csv(data_dir / "churn" / "mlc_churn.csv",
-                                                                      index=False)
+    churn = table.rename(columns={"big": "churn"}).drop(columns=["y"]).assign(state="KS")
+    churn.to_csv(data_dir / "churn" / "mlc_churn.csv", index=False)
     table.to_csv(data_dir / "table.csv", index=False)
     return data_dir
 

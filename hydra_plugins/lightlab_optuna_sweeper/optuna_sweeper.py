@@ -84,6 +84,9 @@ class OptunaSweeper(Sweeper):
         import optuna
         from optuna.trial import TrialState
 
+        if self.config.monitor_mode not in ("min", "max"):  # data=table with its file swept: not known yet
+            raise UserError(f"monitor_mode={self.config.monitor_mode}: Optuna needs the direction before the first "
+                            f"trial. Set monitor=... and monitor_mode=min or max on the command line.")
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = self.storage or f"sqlite:///{(self.sweep_dir / 'optuna.db').resolve()}"
         study = optuna.create_study(

@@ -114,6 +114,14 @@ def check_accelerator(cfg: DictConfig) -> None:
                         f"does not hide it, and that torch is a CUDA build (README, Quick start: on a GPU machine).")
 
 
+def check_section(node: DictConfig, path: str) -> None:
+    """check_config's checks of one part of the config (e.g. `data`), for code that builds it before the rest."""
+    problems = []
+    _check_node(node, path, problems)
+    if problems:
+        raise UserError("invalid config: " + " ".join(problems))
+
+
 def _check_node(node, path: str, problems: list[str]) -> None:
     if isinstance(node, ListConfig):
         for index, item in enumerate(node):

@@ -48,10 +48,12 @@ def settle_task(cfg: DictConfig) -> None:
 
 def file_task(data: DictConfig) -> str:
     from datamodules.table import TableDataModule
+    from lightlab.config.checks import check_section
 
+    check_section(data, "data")  # a wrong key or type is named before the DataModule is built to read the file
     settings = OmegaConf.to_container(data, resolve=True)
     settings.pop("_target_")
-    return TableDataModule(**settings).training_frames()[2]
+    return TableDataModule(**settings).training_frames()[1]
 
 
 def checkpoint_task(ckpt_path: str) -> str:

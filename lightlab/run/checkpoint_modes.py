@@ -150,8 +150,11 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     if type(datamodule).__qualname__ in checkpoint:  # text: the vocabulary the network was trained with
         datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     datamodule.setup("predict")
-    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.predict_dataloader())), 0)
-    example_inputs = tuple(t[:8] for t in batch[:-1])
+    if hasattr(datamodule, "example_inputs"):  # a table: from the checkpoint's preprocessing, no file read
+        example_inputs = datamodule.example_inputs(8)
+    else:
+        batch = datamodule.on_after_batch_transfer(next(iter(datamodule.predict_dataloader())), 0)
+        example_inputs = tuple(t[:8] for t in batch[:-1])
     for line in export_network(module.eval(), example_inputs, run_dir):
         print(line)
     # What a deployment needs besides the network: the class names, and how raw inputs become its inputs.

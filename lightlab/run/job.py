@@ -130,10 +130,15 @@ class CheckBeforeWriting(Callback):
     # fill a `???`). A sweep job's config is checked in its job, and a job that fails it is recorded as failed.
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from lightlab.config.checks import folder_name_problems
+        from lightlab.config.table_task import settle_task
 
         problems = folder_name_problems(config)
         if problems:
             refuse(UserError("invalid config: " + " ".join(problems)))
+        try:  # data=table: the sweep's monitor and its direction (the summary's and Optuna's), when the file is known
+            settle_task(config)
+        except UserError as error:
+            refuse(error)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightlab.config.checks import check_config

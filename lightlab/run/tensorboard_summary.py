@@ -37,7 +37,9 @@ def hparams_columns(cfg: DictConfig, overrides: list[str], choices: dict) -> dic
     keys = [key for key in keys if not any(key == other or key.startswith(other + ".") for other in NOT_SETTINGS)]
     columns = {}
     for key in dict.fromkeys([*keys, *CORE]):
-        if key in choices:  # a config group (model=mlp_bn) or experiment=...: the option's name
+        if key in choices and choices[key] == "auto":  # loss=auto (data=table): the loss it became
+            columns[key] = str(OmegaConf.select(cfg, f"{key}._target_", default="auto")).rpartition(".")[2]
+        elif key in choices:  # a config group (model=mlp_bn) or experiment=...: the option's name
             columns[key] = shown(choices[key])
         elif (value := OmegaConf.select(cfg, key, default=None)) is not None or key in CORE:
             columns[key] = shown(value)

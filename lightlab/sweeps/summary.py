@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from lightlab.base.files import write_atomically, write_json, write_text
 from lightlab.base.numbers import format_number
@@ -266,7 +267,11 @@ def print_table(header: list[str], table: list[list], title: str, console=None) 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
-        rows = summarize(Path(config.hydra.sweep.dir), config.monitor, config.monitor_mode)
+        monitored = config
+        if config.monitor == "auto" or config.monitor_mode == "auto":  # data=table, its file swept: a job's settled
+            monitored = next((OmegaConf.load(path) for path in Path(config.hydra.sweep.dir).glob("*/config.yaml")),
+                             config)
+        rows = summarize(Path(config.hydra.sweep.dir), monitored.monitor, monitored.monitor_mode)
         # Pruned trials and trials a resumed Optuna study asked again are outcomes, not failures.
         failed = [row["job"] for row in rows if row["status"] not in ("completed", "pruned", "interrupted")]
         if failed:
@@ -277,8 +282,6 @@ class SweepSummary(Callback):
 
 
 if __name__ == "__main__":
-    from omegaconf import OmegaConf
-
     sweep = Path(sys.argv[1])
     # The jobs' own resolved configs say which metric the sweep optimised.
     job_config = OmegaConf.load(next(sweep.glob("*/config.yaml")))

@@ -5,11 +5,14 @@ loss and optimizer are built from it here. So `save_hyperparameters()` stores pl
 checkpoint loads with `torch.load(path, weights_only=True)`, and `load_from_checkpoint(path)`
 rebuilds the network in a fresh process with no config files around.
 """
+import inspect
+
 import torch
 from hydra.utils import instantiate
 from torchmetrics.classification import BinaryAUROC, BinaryF1Score, MulticlassAccuracy
 
 from lightlab.base.errors import UserError
+from lightlab.base.objects import locate
 from lightning_modules.tasks.task_module import TaskModule
 
 
@@ -29,6 +32,9 @@ class ClassificationModule(TaskModule):
         self.net = self.build_network(net, compile, channels_last, input_shape=list(input_shape),
                                       num_classes=num_classes, **self.data_shape(vocabulary_size, cardinalities))
         # data.class_weights=balanced (tables): weights from the training split's class counts, for the loss.
+        if class_weights and "class_weights" not in inspect.signature(locate(loss["_target_"])).parameters:
+            raise UserError(f"data.class_weights=balanced weighs the loss's classes, but {loss['_target_']} takes no "
+                            f"class_weights. Use loss=cross_entropy or nll, or set data.class_weights=null.")
         self.loss = instantiate(loss, _convert_="all", **({"class_weights": class_weights} if class_weights else {}))
         # NLLLoss takes log-probabilities: with it, the module's output is log_softmax of the network's.
         self.log_probabilities = isinstance(self.loss, torch.nn.NLLLoss)

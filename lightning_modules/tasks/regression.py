@@ -77,12 +77,15 @@ class RegressionModule(TaskModule):
 
     def log_train_epoch_metrics(self) -> None:
         self.log("train/loss", self.epoch_mean(self.train_loss_sum), sync_dist=True)
-        rows, squared, absolute, total, total_squared, squared_transformed = self.train_sums.clamp(min=1e-12)
+        # Under DDP, the sums of all processes (scores of the summed rows, not a mean of per-process scores).
+        sums = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum")
+        rows, squared, absolute, total, total_squared, squared_transformed = sums
+        rows = rows.clamp(min=1)
         variance_sum = (total_squared - total.square() / rows).clamp(min=1e-12)  # sum of (y - mean y)^2
         scores = {"rmse": (squared / rows).sqrt(), "mae": absolute / rows, "r2": 1 - squared / variance_sum}
         if self.transform:
             scores[f"rmse_{self.transform}"] = (squared_transformed / rows).sqrt()
-        self.log_dict({f"train/{name}": value for name, value in scores.items()}, sync_dist=True)
+        self.log_dict({f"train/{name}": value for name, value in scores.items()})
         self.train_loss_sum.zero_()
         self.train_sums.zero_()
 

@@ -103,3 +103,12 @@ def test_classification_predictions_have_a_probability_per_class(tmp_path):
     assert list(written[0]) == ["id", "label", "predicted", "probability_no", "probability_yes"]
     assert len(written) == 4 and all(row["predicted"] in ("no", "yes") for row in written)
     assert all(abs(float(r["probability_no"]) + float(r["probability_yes"]) - 1) < 1e-5 for r in written)
+
+
+def test_a_sweep_over_a_table_summarises_by_the_settled_monitor(tmp_path):
+    synthetic_table(300).drop(columns=["big", "id"]).to_csv(tmp_path / "t.csv", index=False)
+    result = run_cli("-m", "data=table", f"data.path={tmp_path / 't.csv'}", "data.target=y", "model.dropout=0.0,0.2",
+                     f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=2", "logger=none", "sweep_name=s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = next((tmp_path / "logs").rglob("summary.md")).read_text()
+    assert "2 of 2 jobs completed; `val/rmse` is minimised" in summary

@@ -149,10 +149,10 @@ def test_classification_table_settles_its_keys_and_builds_a_two_class_module(tmp
     ("", {}, r"t.csv is empty"),
     ("a,y\n", {}, r"has a header \(a, y\) but no rows"),
     ("a,b\n1,2\n", {}, r"no column 'y' .* Its columns: a, b"),
-    ("a,y\n1,x\n2,x\n3,x\n4,x\n5,x\n6,x\n7,x\n8,x\n9,x\n10,x\n", {}, r"the target 'y' has one class"),
+    ("a,y\n" + "".join(f"{i},x\n" for i in range(20)), {}, r"the target 'y' has one class"),
     ("a,y\n1,1.5\n2,\n3,2.5\n4,\n5,1.0\n6,2.0\n7,3.5\n8,1.5\n9,0.5\n10,1.25\n", {},
      r"2 row\(s\) have no 'y' \(data rows 2, 4\).*data.drop_missing_target=true"),
-    ("a,y\n1,1.5\n2,-1\n3,2.5\n4,2\n5,1.0\n6,2.0\n7,3.5\n8,1.5\n9,0.5\n10,1.25\n", {"target_transform": "log"},
+    ("a,y\n1,1.5\n2,-1\n" + "".join(f"{i},{i + 0.5}\n" for i in range(20)), {"target_transform": "log"},
      r"needs positive targets"),
 ])
 def test_bad_tables_are_refused_with_the_row_or_column(tmp_path, content, settings, message):
@@ -176,3 +176,51 @@ def test_missing_targets_can_be_dropped_and_unseen_categories_are_counted_in_one
         "read as 'unknown': colour 2"]
     with pytest.raises(UserError, match=r"new.csv: no column 'x1', which the model was trained on"):
         data.encode(new.drop(columns=["x1"]), "new.csv", with_target=False)
+
+
+def test_review_cases_typos_booleans_unknown_classes_and_tiny_splits(tmp_path):
+    table = synthetic_table(200).drop(columns=["big", "id"])
+    table["x1"] = table.x1.round(3).astype(str)
+    table.loc[150, "x1"] = "1.2O"  # a typo in a row the split may put anywhere: named, whatever the split
+    table.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(UserError, match=r"column 'x1' holds numbers, but row 151 .* has '1.2O'"):
+        datamodule(tmp_path, path="t.csv", drop=[]).setup("fit")
+    prices = synthetic_table(200).drop(columns=["big", "id"]).astype({"y": str})
+    prices.loc[7, "y"] = "1O"  # a numeric target with a typo is not a classification
+    prices.to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(UserError, match=r"column 'y' holds numbers, but row 8"):
+        datamodule(tmp_path, path="p.csv", drop=[]).setup("fit")
+    flags = synthetic_table(200).drop(columns=["big", "id"]).assign(flag=[True, False, None, True] * 50)
+    flags.to_csv(tmp_path / "f.csv", index=False)
+    data = datamodule(tmp_path, path="f.csv", drop=[])
+    data.setup("fit")
+    assert "flag" in data.preprocessing.categorical
+    labelled = synthetic_table(120)
+    train, test = labelled[:100], labelled[100:].copy()
+    test.loc[110, "big"] = "maybe"
+    splits = write_splits(tmp_path, train, labelled[:10], test)
+    with pytest.raises(UserError, match=r"test.csv: data row 11 has big='maybe', a class the training rows do not"):
+        datamodule(tmp_path, **splits, target="big", drop=["y", "id"]).setup("fit")
+    synthetic_table(12).to_csv(tmp_path / "small.csv", index=False)
+    with pytest.raises(UserError, match=r"1 row\(s\) for the validate split, and each split needs at least 2"):
+        datamodule(tmp_path, path="small.csv").setup("fit")
+
+
+def test_a_wrong_data_key_is_named_before_the_table_is_read(tmp_path):
+    synthetic_table(50).to_csv(tmp_path / "t.csv", index=False)
+    cfg = compose_config(["data=table", f"paths.data_dir={tmp_path}", "data.path=t.csv", "data.target=y",
+                          "data.test_fraction=abc"], output_dir=str(tmp_path))
+    with pytest.raises(UserError, match=r"'data.test_fraction' is 'abc' \(str\) but datamodules.table.TableDataModule"):
+        settle_task(cfg)
+
+
+def test_export_inputs_come_from_the_fitted_preprocessing_alone(tmp_path):
+    synthetic_table(100).to_csv(tmp_path / "t.csv", index=False)
+    data = datamodule(tmp_path, path="t.csv", drop=["big", "id"])
+    data.setup("fit")
+    restored = datamodule(tmp_path, path="moved_away.csv")
+    restored.load_state_dict(data.state_dict())
+    numeric, categorical = restored.example_inputs(8)
+    assert numeric.shape == (8, data.preprocessing.input_width)
+    assert categorical.shape == (8, len(data.preprocessing.categorical))
+    assert (categorical < torch.tensor(data.preprocessing.cardinalities)).all()
