@@ -5,7 +5,8 @@
 writes benchmarks/results/suite.json and suite.csv (--output-dir elsewhere). `--quick` (1 repeat, 3 batches an epoch)
 only checks that every measurement runs; its numbers mean nothing.
 
-- Epoch time, framework / hand-written loop, for the MNIST MLP, the MNIST CNN and SST-2's BiLSTM + attention
+- Epoch time, framework / hand-written loop, for the MNIST MLP, the MNIST CNN, SST-2's BiLSTM + attention and the
+  Ames table's TabularMLP
   (benchmarks/epoch_time.py: same process, tensors, network class, optimizer settings, batch size and maths).
   The framework's train() runs 4 epochs and a hand-written epoch runs just before each of them (an A/B pair
   seconds apart); each run's first epoch is left out (one-time costs). The ratio of each pair, median / min / max
@@ -40,6 +41,7 @@ from benchmarks import data_path, flops  # noqa: E402
 from benchmarks.epoch_time import WORKLOADS, HandWritten, composed, paired_epochs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+EPOCH_RATIO_GOAL = {"ames_price": 1.2}  # (issue 23's goal for a table); the others: 1.05
 # Targets (the issue's goals on the 2-core CPU) sit in the rows below: ("<=", 1.05) and so on.
 
 @dataclasses.dataclass
@@ -87,7 +89,7 @@ def epoch_rows(name: str, data_dir: str, pairs: int, epochs_per_run: int, batche
     return [Row(title, "hand-written loop, epoch (s)", hand, "s"),
             Row(title, "framework, epoch (s)", framework, "s"),
             Row(title, "epoch time ratio framework / hand", [f / h for f, h in zip(framework, hand)], "",
-                ("<=", 1.05)),
+                ("<=", EPOCH_RATIO_GOAL.get(name, 1.05))),
             Row(title, "between-epoch overhead / epoch time", between, "share")]
 
 
@@ -185,7 +187,7 @@ def main() -> None:
 
     started = time.perf_counter()
     rows = []
-    for name in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention"):
+    for name in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention", "ames_price"):
         rows += epoch_rows(name, args.data_dir, repeats, epochs_per_run, batches, args.override)
     rows += startup_rows(args.data_dir, min(repeats, 3), args.override)
     rows += data_rows(args.data_dir, repeats, 5 if args.quick else 200, args.override)

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.data
 @pytest.mark.parametrize("experiment, folder, limits", [
     # test RMSE of log(Sale_Price): ridge 0.159, gradient-boosted trees 0.135 on this file
     ("ames_price", "ames_housing", {"test/rmse_log": (None, 0.14)}),
-    # the issue asks for accuracy >= 0.93; the default table MLP reaches 0.92 (README): this guards what it reaches
-    ("churn", "churn", {"test/acc": (0.91, None), "test/auroc": (0.90, None)}),
+    # majority class 0.859, logistic regression 0.866, gradient-boosted trees 0.959
+    ("churn", "churn", {"test/acc": (0.93, None), "test/auroc": (0.90, None)}),
 ])
 def test_table_experiment_reaches_its_score(tmp_path, experiment, folder, limits):
     data = require_real_data(folder, inside="")
