@@ -98,12 +98,14 @@ class TableDataModule(pl.LightningDataModule):
         self.features(frame, file, need_target=True)
         frame = self.labelled(frame, file)
         if settings.task != "classification" and (error := numbers_with_typos(frame[settings.target],
-                                                                              settings.target, file)):
+                                                                              settings.target, file, target=True)):
             raise error  # a price column with one "1O" is not a classification with a class per price
         task = settings.task if settings.task != "auto" else infer_task(frame[settings.target],
                                                                           settings.max_integer_classes)
         given = {split: self.read(key) for split, key in (("validate", "val_path"), ("test", "test_path"))
                  if settings[key]}
+        for rows, name in given.values():
+            self.features(rows, name, need_target=True)  # their target and id columns too
         given = {split: (self.labelled(rows, name), name) for split, (rows, name) in given.items()}
         carved = [split for split in ("test", "validate") if split not in given]
         shares = [settings.test_fraction if split == "test" else settings.val_fraction for split in carved]
@@ -205,7 +207,7 @@ class TableDataModule(pl.LightningDataModule):
             return
         restored = self.preprocessing
         frames = self.fit_preprocessing()
-        if restored is not None and restored != self.preprocessing:
+        if restored is not None and not restored.matches(self.preprocessing):
             raise_changed(self.preprocessing, restored)
         self.preprocessing = restored or self.preprocessing
         self.splits = {split: self.encode(rows, file, with_target=True, known_classes=True)
@@ -258,7 +260,7 @@ class TableDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = Preprocessing.from_state(state_dict)
-        if self.preprocessing is not None and self.splits and saved != self.preprocessing:
+        if self.preprocessing is not None and self.splits and not saved.matches(self.preprocessing):
             raise_changed(self.preprocessing, saved)
         self.preprocessing = saved
 

@@ -52,21 +52,28 @@ def infer_task(target: pd.Series, max_integer_classes: int) -> str:
     return "regression"
 
 
+def category_name(value) -> str | None:
+    """The string a category is stored under, value by value: 3 and 3.0 (an integer column read with gaps) are "3",
+    whatever else the column holds in this file."""
+    if pd.isna(value):
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def category_names(column: pd.Series) -> pd.Series:
-    """Values as the strings categories are stored under: 3 and 3.0 (an integer column read with gaps) are "3"."""
-    if integer_valued(column):
-        return column.map(lambda v: None if pd.isna(v) else str(int(v)))
-    return column.map(lambda v: None if pd.isna(v) else str(v))
+    return column.map(category_name)
 
 
-def numbers_with_typos(column: pd.Series, name: str, file: str) -> UserError | None:
+def numbers_with_typos(column: pd.Series, name: str, file: str, target: bool = False) -> UserError | None:
     """The error for a text column that holds numbers but a few values that are not (a typo), else None."""
     values = column.dropna()
     share = pd.to_numeric(values, errors="coerce").notna().mean() if len(values) else 0.0
-    return first_non_number(column, name, file) if NUMBER_SHARE <= share < 1 else None
+    return first_non_number(column, name, file, target) if NUMBER_SHARE <= share < 1 else None
 
 
-def first_non_number(column: pd.Series, name: str, file: str) -> UserError | None:
+def first_non_number(column: pd.Series, name: str, file: str, target: bool = False) -> UserError | None:
     """The error for the first value of a numeric column that is not a number, or None."""
     numbers = pd.to_numeric(column, errors="coerce")
     bad = column.notna() & numbers.isna()
@@ -75,7 +82,9 @@ def first_non_number(column: pd.Series, name: str, file: str) -> UserError | Non
     row = bad.idxmax()
     return UserError(f"{file}: column {name!r} holds numbers, but row {row + 1} (counting data rows from 1) has "
                      f"{column[row]!r} ({int(bad.sum())} such value(s)). Correct the value, or leave it empty (a "
-                     f"missing number), or list the column in data.categorical to read it as categories.")
+                     f"missing number), or "
+                     + ("set data.task=classification to read its values as classes." if target else
+                        "list the column in data.categorical to read it as categories."))
 
 
 def column_kinds(train: pd.DataFrame, file: str, categorical: list[str] | None, numeric: list[str] | None,
@@ -143,6 +152,18 @@ class Preprocessing:
 
     def state(self) -> dict:
         return asdict(self)
+
+    def matches(self, other: "Preprocessing") -> bool:
+        """The same fit, up to float rounding (another machine's pandas may sum in another order)."""
+        def close(a, b) -> bool:
+            if isinstance(a, float) and isinstance(b, float):
+                return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+            if isinstance(a, dict) and isinstance(b, dict):
+                return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+            if isinstance(a, list) and isinstance(b, list):
+                return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+            return a == b
+        return close(self.state(), other.state())
 
     @classmethod
     def from_state(cls, state: dict) -> "Preprocessing":

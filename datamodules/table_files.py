@@ -34,6 +34,7 @@ def read_table(path: Path, key: str, separator: str) -> pd.DataFrame:
     if frame.empty:
         raise UserError(f"data.{key}: {path} has a header ({', '.join(map(str, frame.columns))}) but no rows.")
     frame.columns = [str(c) for c in frame.columns]
+    frame = frame.reset_index(drop=True)  # (a Parquet file may keep a pandas index): row numbers are positions
     return frame
 
 

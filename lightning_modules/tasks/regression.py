@@ -85,7 +85,7 @@ class RegressionModule(TaskModule):
         scores = {"rmse": (squared / rows).sqrt(), "mae": absolute / rows, "r2": 1 - squared / variance_sum}
         if self.transform:
             scores[f"rmse_{self.transform}"] = (squared_transformed / rows).sqrt()
-        self.log_dict({f"train/{name}": value for name, value in scores.items()})
+        self.log_dict({f"train/{name}": value for name, value in scores.items()}, sync_dist=True)  # (equal already)
         self.train_loss_sum.zero_()
         self.train_sums.zero_()
 

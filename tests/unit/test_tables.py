@@ -224,3 +224,27 @@ def test_export_inputs_come_from_the_fitted_preprocessing_alone(tmp_path):
     assert numeric.shape == (8, data.preprocessing.input_width)
     assert categorical.shape == (8, len(data.preprocessing.categorical))
     assert (categorical < torch.tensor(data.preprocessing.cardinalities)).all()
+
+
+def test_category_names_do_not_depend_on_the_other_values_of_a_file(tmp_path):
+    table = synthetic_table(200).drop(columns=["big", "id"]).assign(rooms=[1.0, 2.0, None, 3.0] * 50)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    data = datamodule(tmp_path, path="t.csv", drop=[])
+    data.setup("fit")
+    assert data.preprocessing.categorical["rooms"] == ["1", "2", "3"]
+    new = table.head(3).assign(rooms=[2.0, 2.5, 3.0])  # one value that is not whole: the others are still known
+    _, categorical, _ = data.encode(new, "new.csv", with_target=False)
+    codes = categorical[:, list(data.preprocessing.categorical).index("rooms")].tolist()
+    assert codes[0] == 2 and codes[1] == 0 and codes[2] == 3
+    refit = Preprocessing.from_state(json.loads(json.dumps(data.state_dict())))
+    refit.numeric["x1"]["mean"] *= 1 + 1e-12  # another machine's rounding: the same fit
+    assert refit.matches(data.preprocessing)
+    refit.numeric["x1"]["mean"] += 0.1
+    assert not refit.matches(data.preprocessing)
+
+
+def test_given_splits_are_checked_for_their_columns(tmp_path):
+    table = synthetic_table(100)
+    splits = write_splits(tmp_path, table[:60], table[60:80].drop(columns=["y"]), table[80:])
+    with pytest.raises(UserError, match=r"val.csv: no column 'y'"):
+        datamodule(tmp_path, **splits).setup("fit")
