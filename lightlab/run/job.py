@@ -141,7 +141,7 @@ class CheckBeforeWriting(Callback):
             refuse(error)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        from lightlab.config.checks import check_config
+        from lightlab.config.checks import check_accelerator, check_config
         from lightlab.config.table_task import settle_task
         from lightlab.lightning_internals.ddp_launch import RANK_OF_JOB
         from lightlab.run import folders
@@ -160,7 +160,10 @@ class CheckBeforeWriting(Callback):
         try:
             if RANK_OF_JOB in os.environ:  # a DDP rank: its rank 0 checked all of this
                 return
-            # In mode=test/predict/export, the checkpoint's run config is what will run.
+            # In mode=test/predict/export, the checkpoint's run config is what will run (a GPU asked for on this
+            # command line is refused as such first).
+            if task.mode in ("test", "predict"):
+                check_accelerator(task)
             checked = checkpoint_config(task, overrides) if task.mode in ("test", "predict", "export") else task
             settle_task(checked)  # data=table: reads the target column (or the checkpoint) now, before any folder
             check_config(checked)
