@@ -79,56 +79,41 @@ def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) 
     from lightning_modules.tasks.classification import ClassificationModule
     from lightning_modules.tasks.regression import RegressionModule
 
-    if isinstance(module, RegressionModule):
-        return write_values(trainer, module, datamodule, cfg, path)
-    if not isinstance(module, ClassificationModule):
+    if not isinstance(module, (ClassificationModule, RegressionModule)):
         raise UserError(f"mode=predict writes class probabilities; {type(module).__name__} (this checkpoint's "
                         f"lightning_module) does not give them. Use mode=test for its metrics.")
     datamodule.predict_input = cfg.predict_input
     # Under DDP every process predicts every input (the prediction batches are not sharded); process 0 writes.
     batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    probabilities = torch.cat([p for p, _ in batches]).cpu()
-    labels = torch.cat([y for _, y in batches]).cpu()
-    names = class_names(datamodule, probabilities.shape[1])
-    predicted = probabilities.argmax(dim=1)
+    outputs, truths = (torch.cat([batch[i] for batch in batches]).cpu() for i in (0, 1))
+    if isinstance(module, RegressionModule):
+        predicted, actual = outputs.double(), truths.double()
+        known = ~actual.isnan()  # NaN: the new rows have no target
+        header = ["id", "target", "predicted"]
+        rows = [["" if true != true else f"{true:.10g}", f"{guess:.10g}"]
+                for true, guess in zip(actual.tolist(), predicted.tolist())]
+        score = {"predict/rmse": (predicted[known] - actual[known]).square().mean().sqrt()}
+    else:
+        names = class_names(datamodule, outputs.shape[1])
+        predicted = outputs.argmax(dim=1)
+        known = truths >= 0  # -1: new inputs have no label
+        header = ["id", "label", "predicted", *(f"probability_{name}" for name in names)]
+        rows = [[names[label] if label >= 0 else "", names[guess], *(f"{p:.6g}" for p in probabilities)]
+                for label, guess, probabilities in zip(truths.tolist(), predicted.tolist(), outputs.tolist())]
+        score = {"predict/acc": (predicted[known] == truths[known]).float().mean()}
 
     def write(partial: Path) -> None:
         with open(partial, "w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["id", "label", "predicted", *(f"probability_{name}" for name in names)])
-            for row_id, label, guess, row in zip(datamodule.prediction_ids, labels.tolist(), predicted.tolist(),
-                                                 probabilities.tolist()):
-                writer.writerow([row_id, names[label] if label >= 0 else "", names[guess], *(f"{p:.6g}" for p in row)])
+            writer.writerow(header)
+            writer.writerows([row_id, *row] for row_id, row in zip(datamodule.prediction_ids, rows))
 
     if is_rank_zero(trainer):
         write_atomically(path, write)  # a complete file or none
-        print(f"predictions: {path} ({len(labels)} rows)")
-    metrics = {"predict/count": float(len(labels))}
-    known = labels >= 0
+        print(f"predictions: {path} ({len(rows)} rows)")
+    metrics = {"predict/count": float(len(rows))}
     if known.any():
-        metrics["predict/acc"] = float((predicted[known] == labels[known]).float().mean())
-    return metrics
-
-
-def write_values(trainer, module, datamodule, cfg: DictConfig, path: Path) -> dict[str, float]:
-    datamodule.predict_input = cfg.predict_input
-    batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    predicted, actual = (torch.cat([batch[i] for batch in batches]).double().cpu() for i in (0, 1))
-
-    def write(partial: Path) -> None:
-        with open(partial, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["id", "target", "predicted"])
-            for row_id, true, guess in zip(datamodule.prediction_ids, actual.tolist(), predicted.tolist()):
-                writer.writerow([row_id, "" if true != true else f"{true:.10g}", f"{guess:.10g}"])  # NaN: unknown
-
-    if is_rank_zero(trainer):
-        write_atomically(path, write)
-        print(f"predictions: {path} ({len(predicted)} rows)")
-    metrics = {"predict/count": float(len(predicted))}
-    known = ~actual.isnan()
-    if known.any():
-        metrics["predict/rmse"] = float((predicted[known] - actual[known]).square().mean().sqrt())
+        metrics.update({name: float(value) for name, value in score.items()})
     return metrics
 
 

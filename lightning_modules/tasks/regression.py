@@ -48,13 +48,15 @@ class RegressionModule(TaskModule):
         values = self.transformed(scaled)
         return values.exp() if self.transform == "log" else values
 
-    def update_metrics(self, stage: str, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    def update_metrics(self, stage: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Updates the stage's metrics; returns (predicted, actual) in original units, shape (batch, 2)."""
         metrics = self.metrics[f"{stage}_metrics"]
         predicted, actual = self.original_units(outputs), self.original_units(targets)
         for name in ("rmse", "mae", "r2"):
             metrics[name].update(predicted, actual)
         if self.transform:
             metrics[f"rmse_{self.transform}"].update(self.transformed(outputs), self.transformed(targets))
+        return torch.stack([predicted, actual], dim=1)
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         *inputs, targets = batch
@@ -94,9 +96,9 @@ class RegressionModule(TaskModule):
         *inputs, targets = batch
         outputs = self(*inputs)
         self.log(f"{stage}/loss", self.loss(outputs, targets), on_epoch=True, batch_size=len(targets), sync_dist=True)
-        self.update_metrics(stage, outputs, targets)
+        rows = self.update_metrics(stage, outputs, targets)
         self.log_metrics(stage)
-        return torch.stack([self.original_units(outputs), self.original_units(targets)], dim=1).detach()
+        return rows.detach()
 
     def predict_step(self, batch, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(predictions, targets) in original units: mode=predict's rows (targets NaN where the file has none)."""
