@@ -107,7 +107,7 @@ def use_checkpoint(cfg: DictConfig) -> dict:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, weights_only=True)
         metrics = {name: float(value) for name, value in results[0].items()}
     elif cfg.mode == "predict":
-        metrics = checkpoint_modes.write_predictions(trainer, module, datamodule, cfg, run_dir / "predictions.csv")
+        metrics = checkpoint_modes.write_predictions(trainer, module, datamodule, cfg, run_dir)
     else:
         metrics = checkpoint_modes.export(module, datamodule, cfg, run_dir)
     return finish_run(cfg, run_dir, metrics, checkpoint=cfg.ckpt_path)

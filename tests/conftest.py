@@ -163,6 +163,37 @@ def write_tiny_tables(data_dir: Path) -> Path:
     return data_dir
 
 
+def synthetic_series(steps: int, seed: int = 0, noise: float = 0.1, start: str | None = "2020-01-01",
+                     freq: str = "30min"):
+    """A series of known form: y = sin(2 pi t / 24) + 0.001 t + 0.5 x + noise (standard deviation `noise`), with a
+    covariate x known in advance (standard normal, as a temperature's deviation). Times: timestamps from `start` every `freq`, or step numbers."""
+    import pandas as pd
+
+    generator = np.random.default_rng(seed)
+    t = np.arange(steps)
+    x = generator.normal(0, 1, steps)
+    y = np.sin(2 * np.pi * t / 24) + 0.001 * t + 0.5 * x + generator.normal(0, noise, steps)
+    time = pd.date_range(start, periods=steps, freq=freq) if start else t
+    return pd.DataFrame({"time": time, "y": y, "x": x})
+
+
+def write_tiny_series(data_dir: Path) -> Path:
+    """The experiments' series files (elecdemand/elecdemand.csv: 70 days of half-hours; sunspots/sunspot_month.csv:
+    900 months), and series.csv, with their columns."""
+    (data_dir / "elecdemand").mkdir(parents=True, exist_ok=True)
+    (data_dir / "sunspots").mkdir(parents=True, exist_ok=True)
+    series = synthetic_series(70 * 48)
+    series.assign(timestamp=series.time.dt.strftime("%Y-%m-%d %H:%M"), Demand=series.y + 4,
+                  WorkDay=(series.time.dt.dayofweek < 5).astype(int), Temperature=series.x * 10 + 20)[
+        ["timestamp", "Demand", "WorkDay", "Temperature"]].to_csv(data_dir / "elecdemand" / "elecdemand.csv",
+                                                                  index=False)
+    months = synthetic_series(900, start=None)
+    months.assign(time=1749 + months.time / 12, value=months.y * 50 + 80)[["time", "value"]].to_csv(
+        data_dir / "sunspots" / "sunspot_month.csv", index=False)
+    series.to_csv(data_dir / "series.csv", index=False)
+    return data_dir
+
+
 # The tiers, one folder each (README, Tests): a test's tier is its folder's, unless it is marked with another
 # (a real-data test among a folder of unit tests). `python -m pytest -m unit` runs the fast tier alone.
 TIERS = {"unit": "in-process, synthetic data, no subprocess: seconds each",

@@ -73,20 +73,30 @@ def checkpoint_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return saved
 
 
-def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) -> dict[str, float]:
+def write_predictions(trainer, module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """predictions.csv: one row per input (id, true label if known, predicted class, one probability per class; a
-    regression: id, true value if known, predicted value, in the target's units)."""
+    regression: id, true value if known, predicted value, in the target's units). A forecaster: forecast.csv, one
+    row per window and step ahead (lightlab's datamodules/time_series.py, forecast_rows)."""
     from lightning_modules.tasks.classification import ClassificationModule
+    from lightning_modules.tasks.forecasting import ForecastModule
     from lightning_modules.tasks.regression import RegressionModule
 
-    if not isinstance(module, (ClassificationModule, RegressionModule)):
+    if not isinstance(module, (ClassificationModule, RegressionModule, ForecastModule)):
         raise UserError(f"mode=predict writes class probabilities; {type(module).__name__} (this checkpoint's "
                         f"lightning_module) does not give them. Use mode=test for its metrics.")
     datamodule.predict_input = cfg.predict_input
     # Under DDP every process predicts every input (the prediction batches are not sharded); process 0 writes.
     batches = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     outputs, truths = (torch.cat([batch[i] for batch in batches]).cpu() for i in (0, 1))
-    if isinstance(module, RegressionModule):
+    path = run_dir / ("forecast.csv" if isinstance(module, ForecastModule) else "predictions.csv")
+    if isinstance(module, ForecastModule):
+        mask = torch.cat([batch[2] for batch in batches]).cpu()
+        header, rows = datamodule.forecast_rows(outputs, truths, mask)
+        scored = truths[mask]
+        known = ~scored.isnan()
+        score = {"predict/mae": (outputs[mask] - scored)[known].double().abs().mean()}
+        identified = rows
+    elif isinstance(module, RegressionModule):
         predicted, actual = outputs.double(), truths.double()
         known = ~actual.isnan()  # NaN: the new rows have no target
         header = ["id", "target", "predicted"]
@@ -101,16 +111,18 @@ def write_predictions(trainer, module, datamodule, cfg: DictConfig, path: Path) 
         rows = [[names[label] if label >= 0 else "", names[guess], *(f"{p:.6g}" for p in probabilities)]
                 for label, guess, probabilities in zip(truths.tolist(), predicted.tolist(), outputs.tolist())]
         score = {"predict/acc": (predicted[known] == truths[known]).float().mean()}
+    if not isinstance(module, ForecastModule):
+        identified = [[row_id, *row] for row_id, row in zip(datamodule.prediction_ids, rows)]
 
     def write(partial: Path) -> None:
         with open(partial, "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(header)
-            writer.writerows([row_id, *row] for row_id, row in zip(datamodule.prediction_ids, rows))
+            writer.writerows(identified)
 
     if is_rank_zero(trainer):
         write_atomically(path, write)  # a complete file or none
-        print(f"predictions: {path} ({len(rows)} rows)")
+        print(f"{path.stem}: {path} ({len(rows)} rows)")
     metrics = {"predict/count": float(len(rows))}
     if known.any():
         metrics.update({name: float(value) for name, value in score.items()})

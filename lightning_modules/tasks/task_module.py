@@ -35,12 +35,15 @@ class TaskModule(FastHooksModule):
 
     def build_network(self, config: dict, compile: bool, channels_last: bool = False, **shape) -> torch.nn.Module:
         parameters = inspect.signature(locate(config["_target_"])).parameters
-        data = "token ids" if "vocabulary_size" in shape else "table rows" if "cardinalities" in shape else "images"
-        reads = ("token ids" if "vocabulary_size" in parameters else "table rows" if "cardinalities" in parameters
-                 else "images")
+
+        def kind(names) -> str:  # what the inputs are, by the shape arguments the data gives or the network takes
+            return next((kind for name, kind in (("vocabulary_size", "token ids"), ("cardinalities", "table rows"),
+                                                 ("lookback", "series windows")) if name in names), "images")
+        data, reads = kind(shape), kind(parameters)
         if data != reads:
             models = {"images": "model=mlp, cnn, resnet18 or fast_cifar", "token ids": "model=rnn, lstm, gru or "
-                      "bilstm_attention", "table rows": "model=tabular_mlp"}
+                      "bilstm_attention", "table rows": "model=tabular_mlp",
+                      "series windows": "model=forecast_mlp, forecast_linear, forecast_lstm or forecast_gru"}
             raise UserError(f"model {config['_target_']} reads {reads}, but this data gives {data}. Choose a model "
                             f"for {data} ({models[data]}), or data for this model.")
         network = instantiate(config, **shape, _convert_="all")

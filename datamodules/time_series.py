@@ -1,0 +1,265 @@
+"""A user's series (CSV or Parquet) as forecasting windows:
+
+    python run.py data=time_series data.path=load.csv data.target=Demand data.horizon=48
+
+The file is read as a table (datamodules/table_files.py) and put on its regular time grid (datamodules/time_steps.py).
+The periods are chronological: training, then validation, then test, at the end of the series. Targets and covariates
+are standardised with the training period's mean and standard deviation alone, and calendar features (sine and
+cosine of the time of day, week and year) join the covariates, which are known for future steps too.
+
+The whole series is one float tensor of (steps, features). A window is `lookback` steps of history followed by
+`horizon` steps to forecast; all windows are one `unfold` view of that tensor, so they cost no memory, and a batch is
+a gather of window indices (datamodules/tensor_batches.py). Training windows lie wholly inside the training period.
+Validation and test score every target of their period at every horizon step (so each step's score is over the same
+targets as the seasonal-naive forecast the task module compares it with): their windows start up to `horizon` steps
+before the period, inputs may reach back across its start, and a mask leaves out targets outside it.
+"""
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from datamodules.table_columns import first_non_number
+from datamodules.table_files import find_file, read_table
+from datamodules.tensor_batches import (
+    TensorBatches,
+    batches_done_this_epoch,
+    check_batch_sizes,
+    process_shard,
+    transfer_unless_there,
+)
+from datamodules.time_steps import FILLS, TimeGrid, calendar_features, regular_grid, size_in_steps
+from lightlab.base.errors import UserError
+
+
+class TimeSeriesDataModule(pl.LightningDataModule):
+    # No defaults where conf/data/time_series.yaml sets them: conf/ is their one source.
+    def __init__(self, data_dir: str, path: str, target: str | list[str], horizon: int, *, batch_size: int,
+                 eval_batch_size: int, test_size: int | float | str, val_size: int | float | str,
+                 time_column: str | None = None, covariates: list[str] | None = None,
+                 calendar: str | list[str] = "auto", lookback: int | None = None, season: int | None = None,
+                 fill: str | None = None, predict_path: str | None = None, separator: str = ",",
+                 shuffle_seed: int = 0, drop_last: bool = False):
+        super().__init__()
+        check_batch_sizes(batch_size, eval_batch_size)
+        self.save_hyperparameters()
+        for key, value in (("horizon", horizon), ("lookback", lookback), ("season", season)):
+            if value is not None and value < 1:
+                raise UserError(f"data.{key}={value}: a number of steps, at least 1.")
+        if fill not in (None, *FILLS):
+            raise UserError(f"data.fill={fill}: null (gaps are refused), or one of {', '.join(FILLS)}.")
+        # lookback null: a week of a daily season (7 x season), else ten horizons
+        self.lookback = lookback or (7 * season if season else 10 * horizon)
+        self.targets = [target] if isinstance(target, str) else list(target)
+        self.fitted: dict | None = None  # names, scaling and grid: plain data, the DataModule's state_dict
+        self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.origins: dict[str, np.ndarray] = {}  # each split's window origins (the last input step), as positions
+        self.grid: TimeGrid | None = None
+        self.predict_input: str | None = None  # mode=predict's predict_input, else data.predict_path
+        self.prediction_origins, self.prediction_grid = np.zeros(0), None
+
+    # --- reading ---------------------------------------------------------------------------------------------
+    def read(self, name: str, key: str) -> tuple[pd.DataFrame, str, str]:
+        """The file's rows, its name, and its time column (data.time_column, else the first column)."""
+        file = find_file(name, self.hparams.data_dir, key)
+        frame = read_table(file, key, self.hparams.separator)
+        time_column = self.hparams.time_column or frame.columns[0]
+        wanted = {"time_column": [time_column], "target": self.targets, "covariates": self.hparams.covariates or []}
+        for setting, names in wanted.items():
+            missing = [name for name in names if name not in frame.columns]
+            if missing:
+                raise UserError(f"{file}: no column {', '.join(map(repr, missing))} (data.{setting}). Its columns: "
+                                f"{', '.join(frame.columns)}.")
+        for name in [*self.targets, *(self.hparams.covariates or [])]:
+            if (error := first_non_number(frame[name], name, str(file))) is not None:
+                raise error
+            frame[name] = pd.to_numeric(frame[name])
+        return frame, str(file), time_column
+
+    def series_columns(self) -> list[str]:
+        return [*self.targets, *(self.hparams.covariates or [])]
+
+    # --- the series as one tensor, and its windows -----------------------------------------------------------------
+    def scaled_series(self, values: np.ndarray, times) -> torch.Tensor:
+        """(steps, features): standardised targets and covariates, then calendar features of `times`."""
+        fitted = self.fitted
+        scaled = (values - np.array(fitted["mean"])) / np.array(fitted["std"])
+        _, calendar = calendar_features(fitted["calendar"], self.grid_of(fitted), times)
+        return torch.tensor(np.concatenate([scaled, calendar], axis=1), dtype=torch.float32)
+
+    @staticmethod
+    def grid_of(fitted: dict) -> TimeGrid:
+        return TimeGrid.from_state(fitted["grid"])
+
+    def fit(self, values: np.ndarray, grid: TimeGrid, train_steps: int) -> dict:
+        """What is fitted on the training period alone: its mean and standard deviation, per column."""
+        training = values[:train_steps]
+        std = training.std(axis=0)
+        calendar_names, _ = calendar_features(self.hparams.calendar, grid, grid.times(np.arange(1)))
+        return {"targets": self.targets, "covariates": list(self.hparams.covariates or []),
+                "calendar": [name[:-4] for name in calendar_names[::2]], "mean": training.mean(axis=0).tolist(),
+                "std": np.where(std > 1e-12, std, 1.0).tolist(), "grid": grid.state(), "lookback": self.lookback,
+                "horizon": self.hparams.horizon, "season": self.hparams.season}
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict" or self.splits:
+            return
+        settings, lookback, horizon = self.hparams, self.lookback, self.hparams.horizon
+        frame, file, time_column = self.read(settings.path, "path")
+        full, grid = regular_grid(frame, time_column, self.series_columns(), settings.fill, file)
+        steps = len(full)
+        test = size_in_steps(settings.test_size, "test_size", grid, steps)
+        val = size_in_steps(settings.val_size, "val_size", grid, steps)
+        train = steps - test - val
+        # One training window, and the seasonal-naive forecast of the first validation target, need this much.
+        need = max(lookback, settings.season or 1) + horizon
+        if train < need:
+            raise UserError(f"{file}: the series has {steps} steps; the test ({test}) and validation ({val}) periods "
+                            f"leave {train} for training, and one training window needs data.lookback ({lookback}) "
+                            f"+ data.horizon ({horizon}) = {need}. Use a longer series, or make data.lookback, "
+                            f"data.test_size or data.val_size smaller.")
+        values = full.to_numpy(dtype=np.float64)
+        fitted = self.fit(values, grid, train)
+        if self.fitted is not None and not same_fit(self.fitted, fitted):  # a resumed run, or mode=test
+            raise UserError("the checkpoint's fitted scaling and columns differ from the series now (the file or the "
+                            "data settings changed since it was saved). Use the same data.")
+        self.fitted = self.fitted or fitted
+        self.grid = grid
+        # Padding: the last validation and test windows forecast up to horizon - 1 steps past the series' end
+        # (masked out), and their future calendar features are known.
+        padded = np.concatenate([values, np.tile(np.array(self.fitted["mean"]), (horizon, 1))])
+        series = self.scaled_series(padded, grid.times(np.arange(steps + horizon)))
+        self.splits, self.origins = windows_of(series, len(self.targets), lookback, horizon, settings.season,
+                                               {"fit": (0, train), "validate": (train, train + val),
+                                                "test": (train + val, steps)})
+        self.series = series
+
+    # --- what the rest of the framework asks of a DataModule -------------------------------------------------
+    def network_inputs(self) -> dict:
+        """The window's shape and the target's scaling (restored from a checkpoint in mode=test/predict/export,
+        else fitted now)."""
+        if self.fitted is None:
+            self.setup("fit")
+        fitted = self.fitted
+        count = len(fitted["targets"])
+        return {"window": {"lookback": fitted["lookback"], "horizon": fitted["horizon"], "targets": count,
+                           "covariates": len(fitted["covariates"]) + 2 * len(fitted["calendar"])},
+                "season": fitted["season"],
+                "target_scaling": {"mean": fitted["mean"][:count], "std": fitted["std"][:count]}}
+
+    transfer_batch_to_device = transfer_unless_there
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        return TensorBatches(self.splits[split], batch_size, shuffle, seed=self.hparams.shuffle_seed,
+                             drop_last=self.hparams.drop_last and shuffle, shard=process_shard(self))
+
+    def train_dataloader(self) -> TensorBatches:
+        loader = self._batches("fit", self.hparams.batch_size, True)
+        loader.batches_done = batches_done_this_epoch(self)
+        return loader
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("validate", self.hparams.eval_batch_size, False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.hparams.eval_batch_size, False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        """mode=predict: the test period's windows (data.predict_path null), or the horizon after a file's history."""
+        name = self.predict_input or self.hparams.predict_path
+        if name is None:
+            self.setup("test")
+            tensors, self.prediction_origins, self.prediction_grid = self.splits["test"], self.origins["test"], \
+                self.grid
+        else:
+            tensors, self.prediction_origins, self.prediction_grid = self.future_window(name)
+        return TensorBatches(tensors, self.hparams.eval_batch_size, shuffle=False)
+
+    def future_window(self, name: str) -> tuple[tuple[torch.Tensor], np.ndarray, TimeGrid]:
+        """The one window that forecasts the `horizon` steps after a file's last target: its history, and the known
+        covariates of those steps (rows after the last target, with the target left empty). No dummy target."""
+        fitted, lookback, horizon = self.fitted, self.fitted["lookback"], self.fitted["horizon"]
+        frame, file, time_column = self.read(name, "predict_path")
+        known = frame[self.targets].notna().all(axis=1).to_numpy()
+        history_rows = int(np.flatnonzero(known)[-1]) + 1 if known.any() else 0
+        history, future = frame.iloc[:history_rows], frame.iloc[history_rows:]
+        full, grid = regular_grid(history, time_column, self.series_columns(), self.hparams.fill, file)
+        trained = self.grid_of(fitted)
+        if grid.step != trained.step:
+            raise UserError(f"{file}: its step is {grid.step_text}, but the model was trained on steps of "
+                            f"{trained.step_text}. Resample the file to {trained.step_text}.")
+        if len(full) < lookback:
+            raise UserError(f"{file}: {len(full)} step(s) with {', '.join(self.targets)} known, and the model reads "
+                            f"data.lookback={lookback} steps of history. Give at least {lookback}.")
+        covariates = fitted["covariates"]
+        if covariates and (len(future) < horizon or future[covariates].iloc[:horizon].isna().any().any()):
+            raise UserError(f"{file}: forecasting the {horizon} steps after its last {', '.join(self.targets)} needs "
+                            f"the known covariates ({', '.join(covariates)}) of those steps: add {horizon} rows after "
+                            f"the last target, with the time and covariates filled in and the target left empty "
+                            f"({min(len(future), horizon)} such complete row(s) now).")
+        coming = (future[covariates].iloc[:horizon].to_numpy(dtype=np.float64) if covariates
+                  else np.zeros((horizon, 0)))
+        padded = np.concatenate([np.tile(np.array(fitted["mean"][:len(self.targets)]), (horizon, 1)), coming], 1)
+        values = np.concatenate([full.to_numpy(dtype=np.float64)[-lookback:], padded])
+        positions = np.arange(len(full) - lookback, len(full) + horizon)
+        series = self.scaled_series(values, grid.times(positions))
+        return (series.unfold(0, lookback + horizon, 1),), np.array([len(full) - 1]), grid
+
+    def forecast_rows(self, forecast: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor) -> tuple[list, list]:
+        """forecast.csv's header and rows: one per (window, step) scored: the window's origin (its last known time),
+        the forecast step's time, the step (1 = next), then the forecast and the actual (empty where unknown) per
+        target."""
+        grid, count = self.prediction_grid, len(self.targets)
+        names = ["forecast", "actual"] if count == 1 else [f"{kind}_{t}" for t in self.targets
+                                                            for kind in ("forecast", "actual")]
+        window, step = mask.nonzero().T.numpy()
+        origins = self.prediction_origins[window]
+        forecasts, actuals = forecast[window, step].double().numpy(), actual[window, step].double().numpy()
+        values = [[f"{f:.8g}", "" if a != a else f"{a:.8g}"] for f, a in zip(forecasts.ravel(), actuals.ravel())]
+        rows = [[origin, time, int(s) + 1, *(v for pair in values[i * count:(i + 1) * count] for v in pair)]
+                for i, (origin, time, s) in enumerate(zip(grid.texts(origins), grid.texts(origins + step + 1), step))]
+        return ["origin", "timestamp", "step", *names], rows
+
+    def training_sample(self, count: int) -> tuple[torch.Tensor, ...]:
+        return (self.splits["fit"][0][:count],)
+
+    # In every checkpoint: the columns, the training period's scaling and the time grid, as plain data.
+    def state_dict(self) -> dict:
+        return dict(self.fitted) if self.fitted else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.fitted is not None and self.splits and not same_fit(self.fitted, state_dict):
+            raise UserError("the checkpoint's fitted scaling and columns differ from the series now (the file or the "
+                            "data settings changed since it was saved). Use the same data.")
+        self.fitted = dict(state_dict)
+        self.lookback = state_dict["lookback"]
+
+
+def same_fit(now: dict, saved: dict) -> bool:
+    """The same columns, settings and grid, and the same scaling up to float rounding."""
+    numbers = ("mean", "std")
+    return ({k: v for k, v in now.items() if k not in numbers} == {k: v for k, v in saved.items() if k not in numbers}
+            and all(np.allclose(now[k], saved[k], rtol=1e-9, atol=0) for k in numbers))
+
+
+def windows_of(series: torch.Tensor, targets: int, lookback: int, horizon: int, season: int | None,
+               periods: dict[str, tuple[int, int]]) -> tuple[dict, dict]:
+    """Each split's tensors and window origins. Window i of `series.unfold` starts at step i, so its origin (last
+    input step) is i + lookback - 1. Training: (windows,), targets inside the period. Validation and test: (windows,
+    the seasonal-naive source, mask): every window with a target in the period, and which of its targets are.
+    The naive source is the `season` steps up to the origin (one step, the last value, for season null), a view too."""
+    windows = series.unfold(0, lookback + horizon, 1)
+    period = season or 1
+    seasons = series[:, :targets].unfold(0, period, 1)  # origin o -> index o + 1 - period
+    splits, origins = {}, {}
+    for split, (start, end) in periods.items():
+        if split == "fit":
+            first, last = lookback - 1, end - horizon - 1
+            splits[split] = (windows[first - lookback + 1:last - lookback + 2],)
+        else:
+            first, last = start - horizon, end - 2
+            steps = torch.arange(first, last + 1)[:, None] + torch.arange(1, horizon + 1)
+            splits[split] = (windows[first - lookback + 1:last - lookback + 2],
+                             seasons[first + 1 - period:last + 2 - period], (steps >= start) & (steps < end))
+        origins[split] = np.arange(first, last + 1)
+    return splits, origins
