@@ -4,11 +4,13 @@
     python benchmarks/epoch_time.py cifar10_cnn  [--repeats 5]
     python benchmarks/epoch_time.py sst2_bilstm_attention [--repeats 5]
     python benchmarks/epoch_time.py ames_price   [--repeats 15]
+    python benchmarks/epoch_time.py elecdemand_dayahead [--repeats 7]
 
 Both sides run in this one process, alternating, on the same in-memory uint8 tensors, with the same network
 class, initial weights, optimizer settings, batch size and per-batch maths (scaling, and for CIFAR the per-sample
 crop+flip; for text the same length-bucketed batches, from our batch iterator, so the ratio isolates the training
-loop; for a table the same encoded numeric and category tensors, sliced). The framework side is run.py's own
+loop; for a table the same encoded numeric and category tensors, sliced; for a series the same windows, gathered
+from the same unfold view and split into history, future covariates and targets). The framework side is run.py's own
 `train(cfg)` with the default callbacks on (checkpointing, progress bar, TensorBoard); its epoch is timed from the
 first training batch's start to the last one's end, so validation, checkpoint writing and set-up are excluded
 (reported separately as the whole fit() wall time).
@@ -63,6 +65,9 @@ WORKLOADS = {
     # A whole epoch: 2,051 training rows, 17 batches (the epoch is ~0.1 s, so more repeats).
     "ames_price": Workload("Ames housing TabularMLP 512-256 (ames_price), batch 128, AdamW(fused), huber",
                            ["experiment=ames_price"]),
+    # A whole epoch: 14,017 training windows of 336 + 48 half-hours, 110 batches.
+    "elecdemand_dayahead": Workload("Electricity demand WindowMLP 512-512 over 336+48 steps (elecdemand_dayahead), "
+                                    "batch 128, AdamW(fused), l1", ["experiment=elecdemand_dayahead"]),
 }
 
 
@@ -120,9 +125,10 @@ class HandWritten:
     def __init__(self, cfg, datamodule):
         self.cfg, self.datamodule = cfg, datamodule
         self.table = hasattr(datamodule, "preprocessing")
-        self.text = not hasattr(datamodule, "input_shape") and not self.table
+        self.series = hasattr(datamodule, "fitted")
+        self.text = not hasattr(datamodule, "input_shape") and not self.table and not self.series
         self.images, self.labels = datamodule.splits["fit"][0], datamodule.splits["fit"][-1]
-        if not self.text and not self.table:
+        if not self.text and not self.table and not self.series:
             self.shift = 255 * torch.tensor(datamodule.mean).reshape(1, -1, 1, 1)
             self.scale = 1 / (255 * torch.tensor(datamodule.std).reshape(1, -1, 1, 1))
         self.crop_padding = cfg.data.get("crop_padding", 0)
@@ -146,6 +152,12 @@ class HandWritten:
                 rows = (numeric.index_select(0, index), categorical.index_select(0, index))
                 yield rows, target.index_select(0, index)
                 continue
+            if self.series:  # windows (batch, features, lookback + horizon): (history, future covariates), targets
+                windows, lookback = self.images.index_select(0, index), self.datamodule.lookback
+                targets = len(self.datamodule.targets)
+                yield ((windows[:, :, :lookback].transpose(1, 2), windows[:, targets:, lookback:].transpose(1, 2)),
+                       windows[:, :targets, lookback:].transpose(1, 2))
+                continue
             # index_select, as our batch iterator gathers: ~5x faster than images[index] for uint8 on this CPU
             yield (self.prepare(self.images.index_select(0, index)),), self.labels.index_select(0, index)
 
@@ -160,9 +172,12 @@ class HandWritten:
         shape = self.datamodule.network_inputs()
         if self.table:  # a regression: one output, the experiment's loss
             shape = {"input_shape": shape["input_shape"], "cardinalities": shape["cardinalities"], "num_classes": 1}
+        if self.series:
+            shape = shape["window"]
         net = instantiate(self.cfg.model, **shape, _convert_="all")
         optimizer = instantiate(self.cfg.optimizer, params=net.parameters(), _convert_="all")
-        loss = instantiate(self.cfg.loss, _convert_="all") if self.table else torch.nn.CrossEntropyLoss()
+        loss = (instantiate(self.cfg.loss, _convert_="all") if self.table or self.series
+                else torch.nn.CrossEntropyLoss())
         return net.train(), optimizer, loss
 
     def step(self, net, optimizer, loss_function, inputs, y) -> torch.Tensor:
@@ -194,7 +209,7 @@ class HandWritten:
             start = time.perf_counter()
             for inputs, y in itertools.islice(epoch_batches, half):
                 logits = self.step(net, optimizer, loss_function, inputs, y)
-                if not self.table:  # (a regression has no accuracy to count)
+                if not self.table and not self.series:  # (a regression has no accuracy to count)
                     correct += (logits.argmax(1) == y).sum()
             correct.item()
             yield time.perf_counter() - start
@@ -250,7 +265,8 @@ def main() -> None:
                  (f"framework, {label} (s)", column(framework, epoch)),
                  (f"ratio framework / hand, {label}",
                   [f / h for f, h in zip(column(framework, epoch), column(hand, epoch))])]
-    unit = "texts" if hand_written.text else "rows" if hand_written.table else "images"
+    unit = "texts" if hand_written.text else "rows" if hand_written.table else "windows" if hand_written.series \
+        else "images"
     rows += [(f"framework, 2nd epoch ({unit}/s)", [images / t for t in column(framework, 1)]),
              (f"hand-written loop, 2nd epoch ({unit}/s)", [images / t for t in column(hand, 1)]),
              (f"framework fit(), {EPOCHS} epochs incl. validation, checkpoints (s)", fit_walls)]
@@ -265,7 +281,7 @@ def main() -> None:
     for name, values in rows:
         print(f"{name:64s} {statistics.median(values):9.3f} {min(values):9.3f} {max(values):9.3f}")
     results = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v} for name, v in rows}
-    if workload.batches and not hand_written.text and not hand_written.table:  # image augmentation's cost
+    if workload.batches and not hand_written.text and not hand_written.table and not hand_written.series:  # image augmentation's cost
         prepare, step = hand_written.batch_costs()
         print(f"{'one batch: crop+flip+scale (ms)':64s} {1000 * prepare:9.2f}")
         print(f"{'one batch: forward+backward+step (ms)':64s} {1000 * step:9.2f}")

@@ -5,8 +5,8 @@
 writes benchmarks/results/suite.json and suite.csv (--output-dir elsewhere). `--quick` (1 repeat, 3 batches an epoch)
 only checks that every measurement runs; its numbers mean nothing.
 
-- Epoch time, framework / hand-written loop, for the MNIST MLP, the MNIST CNN, SST-2's BiLSTM + attention and the
-  Ames table's TabularMLP
+- Epoch time, framework / hand-written loop, for the MNIST MLP, the MNIST CNN, SST-2's BiLSTM + attention, the
+  Ames table's TabularMLP and the electricity-demand forecaster (WindowMLP over 336 + 48 half-hours)
   (benchmarks/epoch_time.py: same process, tensors, network class, optimizer settings, batch size and maths).
   The framework's train() runs 4 epochs and a hand-written epoch runs just before each of them (an A/B pair
   seconds apart); each run's first epoch is left out (one-time costs). The ratio of each pair, median / min / max
@@ -15,6 +15,7 @@ only checks that every measurement runs; its numbers mean nothing.
   validation batches excluded, as a share of the epoch.
 - Start-up: process start to the first training step of `python run.py` (default config), and `python run.py
   --help`.
+- Series windows: peak memory of a series and its windows over the series' size (benchmarks/series_memory.py).
 - Data path: batches/s of our iterator, DataLoader(TensorDataset) and a per-sample-transform DataLoader.
 - Closeness to the machine: the MLP's training FLOP/s at batch 512 over torch.mm's on the same products.
 """
@@ -37,11 +38,12 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from benchmarks import data_path, flops  # noqa: E402
+from benchmarks import data_path, flops, series_memory  # noqa: E402
 from benchmarks.epoch_time import WORKLOADS, HandWritten, composed, paired_epochs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-EPOCH_RATIO_GOAL = {"ames_price": 1.2}  # (issue 23's goal for a table); the others: 1.05
+EPOCH_RATIO_GOAL = {"ames_price": 1.2, "elecdemand_dayahead": 1.2}  # (issues 23, 24: tables, series); others 1.05
+OWN_DATA_KEYS = ("ames_price", "elecdemand_dayahead")  # workloads that take no --override (their data keys differ)
 # Targets (the issue's goals on the 2-core CPU) sit in the rows below: ("<=", 1.05) and so on.
 
 @dataclasses.dataclass
@@ -117,6 +119,18 @@ def startup_rows(data_dir: str, repeats: int, extra: list[str]) -> list[Row]:
             Row("start-up", "python run.py --help (s)", help_seconds, "s")]
 
 
+def window_memory_rows(data_dir: str, steps: int) -> list[Row]:
+    """Series windows are views: peak memory of a series, its windows and an epoch of their batches, over the
+    series' size (benchmarks/series_memory.py); and what the electricity experiment's DataModule holds."""
+    synthetic = series_memory.measure(steps=steps, lookback=336, horizon=48)
+    real = series_memory.datamodule_bytes(data_dir)
+    section = "series windows (memory; lookback 336, horizon 48)"
+    return [Row(section, f"peak / series size, {steps:,} steps x 7 features", [synthetic["peak_over_series"]], "x",
+                ("<=", 2.0)),
+            Row(section, "elecdemand_dayahead DataModule: tensors held / series size",
+                [real["held_bytes"] / real["series_bytes"]], "x")]
+
+
 def data_rows(data_dir: str, repeats: int, batches: int, extra: list[str]) -> list[Row]:
     results = data_path.measure(data_dir, batches=batches, repeats=repeats, overrides=extra)
     ours, per_sample = results["our batch iterator"], results["DataLoader, per-sample transform"]
@@ -188,9 +202,10 @@ def main() -> None:
 
     started = time.perf_counter()
     rows = []
-    for name in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention", "ames_price"):
+    for name in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention", "ames_price", "elecdemand_dayahead"):
         rows += epoch_rows(name, args.data_dir, repeats, epochs_per_run, batches,
-                           [] if name == "ames_price" else args.override)
+                           [] if name in OWN_DATA_KEYS else args.override)
+    rows += window_memory_rows(args.data_dir, 200_000 if args.quick else 2_000_000)
     rows += startup_rows(args.data_dir, min(repeats, 3), args.override)
     rows += data_rows(args.data_dir, repeats, 5 if args.quick else 200, args.override)
     rows += flops_rows(args.data_dir, repeats, epochs_per_run, batches, args.override)

@@ -36,7 +36,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
     # No defaults where conf/data/time_series.yaml sets them: conf/ is their one source.
     def __init__(self, data_dir: str, path: str, target: str | list[str], horizon: int, *, batch_size: int,
                  eval_batch_size: int, test_size: int | float | str, val_size: int | float | str,
-                 time_column: str | None = None, covariates: list[str] | None = None,
+                 covariates: list[str], time_column: str | None = None,
                  calendar: str | list[str] = "auto", lookback: int | None = None, season: int | None = None,
                  fill: str | None = None, predict_path: str | None = None, separator: str = ",",
                  shuffle_seed: int = 0, drop_last: bool = False):
@@ -64,20 +64,20 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         file = find_file(name, self.hparams.data_dir, key)
         frame = read_table(file, key, self.hparams.separator)
         time_column = self.hparams.time_column or frame.columns[0]
-        wanted = {"time_column": [time_column], "target": self.targets, "covariates": self.hparams.covariates or []}
+        wanted = {"time_column": [time_column], "target": self.targets, "covariates": self.hparams.covariates}
         for setting, names in wanted.items():
             missing = [name for name in names if name not in frame.columns]
             if missing:
                 raise UserError(f"{file}: no column {', '.join(map(repr, missing))} (data.{setting}). Its columns: "
                                 f"{', '.join(frame.columns)}.")
-        for name in [*self.targets, *(self.hparams.covariates or [])]:
+        for name in [*self.targets, *self.hparams.covariates]:
             if (error := first_non_number(frame[name], name, str(file))) is not None:
                 raise error
             frame[name] = pd.to_numeric(frame[name])
         return frame, str(file), time_column
 
     def series_columns(self) -> list[str]:
-        return [*self.targets, *(self.hparams.covariates or [])]
+        return [*self.targets, *self.hparams.covariates]
 
     # --- the series as one tensor, and its windows -----------------------------------------------------------------
     def scaled_series(self, values: np.ndarray, times) -> torch.Tensor:
@@ -96,7 +96,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         training = values[:train_steps]
         std = training.std(axis=0)
         calendar_names, _ = calendar_features(self.hparams.calendar, grid, grid.times(np.arange(1)))
-        return {"targets": self.targets, "covariates": list(self.hparams.covariates or []),
+        return {"targets": self.targets, "covariates": list(self.hparams.covariates),
                 "calendar": [name[:-4] for name in calendar_names[::2]], "mean": training.mean(axis=0).tolist(),
                 "std": np.where(std > 1e-12, std, 1.0).tolist(), "grid": grid.state(), "lookback": self.lookback,
                 "horizon": self.hparams.horizon, "season": self.hparams.season}
@@ -247,7 +247,8 @@ def windows_of(series: torch.Tensor, targets: int, lookback: int, horizon: int, 
     """Each split's tensors and window origins. Window i of `series.unfold` starts at step i, so its origin (last
     input step) is i + lookback - 1. Training: (windows,), targets inside the period. Validation and test: (windows,
     the seasonal-naive source, mask): every window with a target in the period, and which of its targets are.
-    The naive source is the `season` steps up to the origin (one step, the last value, for season null), a view too."""
+    The naive source is the `season` steps up to the origin (one step, the last value, for season null), a view too,
+    and so is the mask (of one flag per step)."""
     windows = series.unfold(0, lookback + horizon, 1)
     period = season or 1
     seasons = series[:, :targets].unfold(0, period, 1)  # origin o -> index o + 1 - period
@@ -258,8 +259,11 @@ def windows_of(series: torch.Tensor, targets: int, lookback: int, horizon: int, 
             splits[split] = (windows[first - lookback + 1:last - lookback + 2],)
         else:
             first, last = start - horizon, end - 2
-            steps = torch.arange(first, last + 1)[:, None] + torch.arange(1, horizon + 1)
+            inside = torch.zeros(len(series), dtype=torch.bool)
+            inside[start:end] = True
+            # Row i: whether each of window i's targets (steps first + i + 1 ...) lies in the period; a view too.
+            mask = inside.unfold(0, horizon, 1)[first + 1:last + 2]
             splits[split] = (windows[first - lookback + 1:last - lookback + 2],
-                             seasons[first + 1 - period:last + 2 - period], (steps >= start) & (steps < end))
+                             seasons[first + 1 - period:last + 2 - period], mask)
         origins[split] = np.arange(first, last + 1)
     return splits, origins

@@ -97,7 +97,8 @@ def regular_grid(frame: pd.DataFrame, time_column: str, columns: list[str], fill
             else TimeGrid(float(times[0]), step, False))
     if off_grid.any():
         row = int(np.flatnonzero(off_grid)[0])
-        raise UserError(f"{file}: the times are not evenly spaced: the usual step is {grid.step_text}, but row {row + 1} "
+        raise UserError(f"{file}: the times are not evenly spaced: the usual step is {grid.step_text}, but row "
+                        f"{row + 1} "
                         f"({grid.text(times[row])}) lies between two steps ({int(off_grid.sum())} such row(s)). "
                         f"Resample the series to one step first.")
     full = pd.DataFrame(index=pd.RangeIndex(int(rounded[-1]) + 1), columns=columns, dtype=float)
@@ -146,8 +147,8 @@ def calendar_features(names: list[str] | str, grid: TimeGrid, times) -> tuple[li
     times, which carry no calendar."""
     if names == "auto":
         step = grid.step
-        names = [] if not grid.timestamps else [name for name, shorter_than in
-                                                 zip(CALENDAR, (DAY, WEEK, pd.Timedelta(days=32))) if step < shorter_than]
+        limits = (DAY, WEEK, pd.Timedelta(days=32))  # each feature's step must be shorter than this
+        names = [name for name, limit in zip(CALENDAR, limits) if step < limit] if grid.timestamps else []
     unknown = [name for name in names if name not in CALENDAR]
     if unknown or (names and not grid.timestamps):
         raise UserError(f"data.calendar={list(names)}: " + (f"unknown feature(s) {unknown}; choose from "

@@ -166,7 +166,8 @@ def write_tiny_tables(data_dir: Path) -> Path:
 def synthetic_series(steps: int, seed: int = 0, noise: float = 0.1, start: str | None = "2020-01-01",
                      freq: str = "30min"):
     """A series of known form: y = sin(2 pi t / 24) + 0.001 t + 0.5 x + noise (standard deviation `noise`), with a
-    covariate x known in advance (standard normal, as a temperature's deviation). Times: timestamps from `start` every `freq`, or step numbers."""
+    covariate x known in advance (standard normal, as a temperature's deviation). Times: timestamps from `start`
+    every `freq`, or step numbers."""
     import pandas as pd
 
     generator = np.random.default_rng(seed)

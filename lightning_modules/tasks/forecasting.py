@@ -56,7 +56,8 @@ class ForecastModule(TaskModule):
         self.loss = instantiate(loss, _convert_="all")
         self.register_buffer("target_mean", torch.tensor(target_scaling["mean"]), persistent=False)
         self.register_buffer("target_std", torch.tensor(target_scaling["std"]), persistent=False)
-        self.metrics = torch.nn.ModuleDict({f"{stage}_metrics": ForecastErrors(self.horizon) for stage in ("val", "test")})
+        self.metrics = torch.nn.ModuleDict({f"{stage}_metrics": ForecastErrors(self.horizon)
+                                            for stage in ("val", "test")})
         self.scores: dict[str, dict[str, torch.Tensor]] = {}  # each stage's last scores (lightlab/callbacks reads)
         self.register_epoch_sum("train_loss_sum")
         self.register_epoch_sum("train_sums", 2)  # targets, absolute error in the target's units

@@ -18,6 +18,7 @@ from tests.conftest import (
     write_cifar10,
     write_cifar100,
     write_tiny_mnist,
+    write_tiny_series,
     write_tiny_tables,
     write_tiny_text,
 )
@@ -29,6 +30,9 @@ READS_TOKEN_IDS = {group: options_reading_token_ids(group)[0] for group in ("mod
 # Options that only work with a table (and tables' own data and experiment options), and what they train on here.
 TABLE_OPTIONS = {("data", "table"), ("model", "tabular_mlp"), ("loss", "auto"), ("experiment", "ames_price"),
                  ("experiment", "churn")}
+SERIES_OPTIONS = {("data", "time_series"), ("model", "forecast_mlp"), ("model", "forecast_linear"),
+                  ("model", "forecast_lstm"), ("model", "forecast_gru"), ("experiment", "elecdemand_dayahead"),
+                  ("experiment", "sunspots")}
 
 
 def test_every_group_has_options():
@@ -57,6 +61,10 @@ def test_every_option_composes_checks_builds_and_trains(group, option, tmp_path,
     if (group, option) in TABLE_OPTIONS:
         data = [] if group == "experiment" else ["data.path=table.csv", "data.target=y"]
         partner = [] if group in ("data", "experiment") else ["data=table"]
+    if (group, option) in SERIES_OPTIONS:
+        write_tiny_series(tiny_data)
+        data = [] if group == "experiment" else ["data.path=series.csv", "data.target=y", "data.horizon=6"]
+        partner = [] if group in ("data", "experiment") else ["data=time_series"]
     cfg = compose_config([f"{group}={option}", *partner, f"paths.data_dir={tiny_data}",
                           f"paths.cache_dir={tmp_path / 'cache'}", *data,
                           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",

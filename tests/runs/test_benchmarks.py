@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from benchmarks import flops
 from benchmarks.data_path import PerSampleTransform
 from benchmarks.epoch_time import WORKLOADS, HandWritten, composed
-from tests.conftest import ROOT, write_tiny_mnist, write_tiny_tables, write_tiny_text
+from tests.conftest import ROOT, write_tiny_mnist, write_tiny_series, write_tiny_tables, write_tiny_text
 
 
 def test_training_flops_count_three_products_per_linear_layer():
@@ -52,7 +52,7 @@ def test_a_hand_written_epoch_run_in_two_halves_trains_the_same_batches_as_in_on
 
 
 def test_the_suite_runs_every_measurement_and_writes_json_and_csv(tmp_path):
-    data_dir = write_tiny_tables(write_tiny_text(write_tiny_mnist(tmp_path / "data")))
+    data_dir = write_tiny_series(write_tiny_tables(write_tiny_text(write_tiny_mnist(tmp_path / "data"))))
     result = subprocess.run(
         [sys.executable, "benchmarks/suite.py", "--quick", "--data-dir", str(data_dir), "--output-dir",
          str(tmp_path / "out"), "--override", "data.val_size=64", "--override", "data.download=false"],
@@ -60,17 +60,35 @@ def test_the_suite_runs_every_measurement_and_writes_json_and_csv(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     rows = json.loads((tmp_path / "out" / "suite.json").read_text())["rows"]
     measurements = {(row["section"].split(" (")[0], row["measurement"]) for row in rows}
-    for workload in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention", "ames_price"):
+    for workload in ("mnist_mlp", "mnist_cnn", "sst2_bilstm_attention", "ames_price", "elecdemand_dayahead"):
         assert (workload, "epoch time ratio framework / hand") in measurements
         assert (workload, "between-epoch overhead / epoch time") in measurements
     for section, measurement in [("start-up", "python run.py --help (s)"),
                                  ("data path", "our iterator / per-sample-transform DataLoader"),
+                                 ("series windows", "peak / series size, 200,000 steps x 7 features"),
                                  ("MLP FLOP/s", "framework / torch.mm on the step's products")]:
         assert (section, measurement) in measurements
     assert all(math.isfinite(value) and value > 0 for row in rows for value in row["values"])
     assert ([row["target"].split(":")[0] for row in rows if row["target"]]
-            == ["<= 1.05"] * 3 + ["<= 1.2", "<= 3", ">= 10", ">= 0.35"])
+            == ["<= 1.05"] * 3 + ["<= 1.2", "<= 1.2", "<= 2", "<= 3", ">= 10", ">= 0.35"])
     with open(tmp_path / "out" / "suite.csv") as file:
         table = list(csv.DictReader(file))
     assert [row["measurement"] for row in table] == [row["measurement"] for row in rows]
     assert "epoch time ratio framework / hand" in result.stdout and "target" in result.stdout
+
+
+def test_the_hand_written_series_loop_trains_on_the_frameworks_windows(tmp_path):
+    data_dir = write_tiny_series(tmp_path / "data")
+    cfg = composed(WORKLOADS["elecdemand_dayahead"], str(data_dir), str(tmp_path))
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    hand_written = HandWritten(cfg, datamodule)
+    assert hand_written.series and not hand_written.text
+    (history, future), targets = next(hand_written.batches(0, 1))
+    order = torch.randperm(len(datamodule.splits["fit"][0]), generator=torch.Generator().manual_seed(0))[:128]
+    windows = datamodule.splits["fit"][0][order]
+    assert history.shape == (128, 336, 7) and future.shape == (128, 48, 6) and targets.shape == (128, 48, 1)
+    assert torch.equal(history, windows[:, :, :336].transpose(1, 2)) and torch.equal(targets[..., 0],
+                                                                                  windows[:, 0, 336:])
+    net, _, loss = hand_written.build()
+    assert type(net).__name__ == "WindowMLP" and type(loss).__name__ == "L1Loss"
