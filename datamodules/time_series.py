@@ -14,6 +14,8 @@ Validation and test score every target of their period at every horizon step (so
 targets as the seasonal-naive forecast the task module compares it with): their windows start up to `horizon` steps
 before the period, inputs may reach back across its start, and a mask leaves out targets outside it.
 """
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
@@ -91,7 +93,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
     def grid_of(fitted: dict) -> TimeGrid:
         return TimeGrid.from_state(fitted["grid"])
 
-    def fit(self, values: np.ndarray, grid: TimeGrid, train_steps: int) -> dict:
+    def fit(self, values: np.ndarray, grid: TimeGrid, train_steps: int, file: str) -> dict:
         """What is fitted on the training period alone: its mean and standard deviation, per column."""
         training = values[:train_steps]
         std = training.std(axis=0)
@@ -99,7 +101,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         return {"targets": self.targets, "covariates": list(self.hparams.covariates),
                 "calendar": [name[:-4] for name in calendar_names[::2]], "mean": training.mean(axis=0).tolist(),
                 "std": np.where(std > 1e-12, std, 1.0).tolist(), "grid": grid.state(), "lookback": self.lookback,
-                "horizon": self.hparams.horizon, "season": self.hparams.season}
+                "horizon": self.hparams.horizon, "season": self.hparams.season, "file": str(Path(file).resolve())}
 
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.splits:
@@ -119,7 +121,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
                             f"+ data.horizon ({horizon}) = {need}. Use a longer series, or make data.lookback, "
                             f"data.test_size or data.val_size smaller.")
         values = full.to_numpy(dtype=np.float64)
-        fitted = self.fit(values, grid, train)
+        fitted = self.fit(values, grid, train, file)
         if self.fitted is not None and not same_fit(self.fitted, fitted):  # a resumed run, or mode=test
             raise UserError("the checkpoint's fitted scaling and columns differ from the series now (the file or the "
                             "data settings changed since it was saved). Use the same data.")
@@ -165,8 +167,13 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         return self._batches("test", self.hparams.eval_batch_size, False)
 
     def predict_dataloader(self) -> TensorBatches:
-        """mode=predict: the test period's windows (data.predict_path null), or the horizon after a file's history."""
+        """mode=predict: the horizon after a file's history (predict_input, data.predict_path, or a data.path other
+        than the training file), else the training file's test period."""
         name = self.predict_input or self.hparams.predict_path
+        trained_on = self.fitted.get("file")  # (None: a checkpoint from before the file was recorded)
+        if name is None and trained_on and str(find_file(self.hparams.path, self.hparams.data_dir, "path").resolve()) \
+                != trained_on:
+            name = self.hparams.path
         if name is None:
             self.setup("test")
             tensors, self.prediction_origins, self.prediction_grid = self.splits["test"], self.origins["test"], \
@@ -220,6 +227,15 @@ class TimeSeriesDataModule(pl.LightningDataModule):
                 for i, (origin, time, s) in enumerate(zip(grid.texts(origins), grid.texts(origins + step + 1), step))]
         return ["origin", "timestamp", "step", *names], rows
 
+    def example_inputs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history, future covariates) of the network's shape from the fitted state alone (mode=export reads no
+        file)."""
+        shape = self.network_inputs()["window"]
+        covariates = shape["covariates"]
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn(count, shape["lookback"], shape["targets"] + covariates, generator=generator),
+                torch.randn(count, shape["horizon"], covariates, generator=generator))
+
     def training_sample(self, count: int) -> tuple[torch.Tensor, ...]:
         return (self.splits["fit"][0][:count],)
 
@@ -236,10 +252,10 @@ class TimeSeriesDataModule(pl.LightningDataModule):
 
 
 def same_fit(now: dict, saved: dict) -> bool:
-    """The same columns, settings and grid, and the same scaling up to float rounding."""
-    numbers = ("mean", "std")
-    return ({k: v for k, v in now.items() if k not in numbers} == {k: v for k, v in saved.items() if k not in numbers}
-            and all(np.allclose(now[k], saved[k], rtol=1e-9, atol=0) for k in numbers))
+    """The same columns, settings and grid, and the same scaling up to float rounding (wherever the file is now)."""
+    def exact(fitted: dict) -> dict:
+        return {k: v for k, v in fitted.items() if k not in ("mean", "std", "file")}
+    return exact(now) == exact(saved) and all(np.allclose(now[k], saved[k], rtol=1e-9, atol=0) for k in ("mean", "std"))
 
 
 def windows_of(series: torch.Tensor, targets: int, lookback: int, horizon: int, season: int | None,

@@ -134,11 +134,12 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     network on a few test inputs (lightlab/run/export.py); preprocessing.json: class names and input preparation."""
     from lightlab.run.export import export_network
     from lightning_modules.tasks.classification import ClassificationModule
+    from lightning_modules.tasks.forecasting import ForecastModule
     from lightning_modules.tasks.regression import RegressionModule
 
-    # Its network alone is not what the task module computes (a regression's: the standardised target, which
-    # preprocessing.json's target_scaling turns back).
-    if not isinstance(module, (ClassificationModule, RegressionModule)):
+    # Its network alone is not what the task module computes (a regression's or a forecaster's: the standardised
+    # target, which preprocessing.json's scaling turns back).
+    if not isinstance(module, (ClassificationModule, RegressionModule, ForecastModule)):
         raise UserError(f"mode=export writes a classifier's network; {type(module).__name__} adds heads or a "
                         f"normalisation around module.net that the export would leave out. Load its checkpoint "
                         f"with {type(module).__name__}.load_from_checkpoint(path) instead.")
@@ -147,7 +148,7 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     if type(datamodule).__qualname__ in checkpoint:  # text: the vocabulary the network was trained with
         datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     datamodule.setup("predict")
-    if hasattr(datamodule, "example_inputs"):  # a table: from the checkpoint's preprocessing, no file read
+    if hasattr(datamodule, "example_inputs"):  # a table, a series: from the checkpoint's state, no file read
         example_inputs = datamodule.example_inputs(8)
     else:
         batch = datamodule.on_after_batch_transfer(next(iter(datamodule.predict_dataloader())), 0)
@@ -159,6 +160,10 @@ def export(module, datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, floa
     if getattr(datamodule, "preprocessing", None) is not None:  # a table: everything fitted on its training rows
         preprocessing = {"inputs": "(numeric, categorical): see lightlab's datamodules/table_columns.py",
                          **datamodule.preprocessing.state()}
+    elif getattr(datamodule, "fitted", None) is not None:  # a series: its columns, scaling and time grid
+        preprocessing = {"inputs": "(history, future covariates), outputs (batch, horizon, targets), each "
+                                   "standardised by mean and std: see lightlab's datamodules/time_series.py",
+                         **datamodule.fitted}
     elif hasattr(datamodule, "vocabulary"):
         from datamodules.vocabulary import PAD_ID, UNKNOWN_ID
 

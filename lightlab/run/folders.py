@@ -100,8 +100,9 @@ def first_missing(path: Path) -> Path | None:
 
 
 # What a run's folder holds before the run has any result: besides Hydra's files, the resolved config and the
-# provenance (lightlab/run/record.py) and a named run's status.json ("started").
-BEFORE_RESULTS = {"config.yaml", "provenance.json", "status.json"}
+# provenance (lightlab/run/record.py), a named run's status.json ("started"), and the hparams.yaml Lightning's
+# TensorBoard logger writes when a run ends, also one refused by its data (settings, not results).
+BEFORE_RESULTS = {"config.yaml", "provenance.json", "status.json", "hparams.yaml"}
 
 
 def empty_event_file(path: Path) -> bool:

@@ -51,8 +51,7 @@ def test_predict_writes_the_test_periods_forecasts_with_the_test_mae_and_forecas
     series.to_csv(tmp_path / "load.csv", index=False)
     trained = run_cli("data=time_series", f"data.path={tmp_path / 'load.csv'}", "data.target=y", "data.horizon=6",
                       "data.covariates=[x]", "data.season=24", "data.test_size=100", "data.val_size=100",
-                      f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=3", "print_config=false",
-                      "logger=none")
+                      f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=3", "print_config=false")
     assert trained.returncode == 0, trained.stderr[-3000:]
     folder = run_folder(tmp_path / "logs", "time_series_forecast_mlp")
     checkpoint = next((folder / "checkpoints").glob("epoch*.ckpt"))
@@ -78,6 +77,10 @@ def test_predict_writes_the_test_periods_forecasts_with_the_test_mae_and_forecas
     assert set(forecast.origin) == {str(series.time[693])}
     # The same steps inside the test period of a longer history are forecast the same way.
     assert (forecast.forecast - series.y[694:700].to_numpy()).abs().mean() < 3 * tested
+    # data.path=<another file> asks the same: the horizon after its end (the training file: its test period).
+    again = run_cli("mode=predict", f"ckpt_path={checkpoint}", f"data.path={tmp_path / 'history.csv'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert pd.read_csv(folder / "predict_003" / "forecast.csv").equals(forecast)
 
     history.drop(columns=["x"]).to_csv(tmp_path / "no_covariate.csv", index=False)
     refused = run_cli("mode=predict", f"ckpt_path={checkpoint}", f"data.predict_path={tmp_path / 'no_covariate.csv'}")
@@ -86,4 +89,14 @@ def test_predict_writes_the_test_periods_forecasts_with_the_test_mae_and_forecas
     refused = run_cli("mode=predict", f"ckpt_path={checkpoint}", f"data.predict_path={tmp_path / 'short_future.csv'}")
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "needs the known covariates (x) of those steps: add 6 rows" in refused.stderr
-    assert not (folder / "predict_003").exists()
+    assert not (folder / "predict_004").exists()  # (a TensorBoard logger's hparams.yaml is no result either)
+
+    # mode=export: the network and, as plain JSON, what turns a raw series into its inputs and its outputs back.
+    exported = run_cli("mode=export", f"ckpt_path={checkpoint}")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    preprocessing = json.loads((folder / "export_001" / "preprocessing.json").read_text())
+    saved = torch.load(checkpoint, weights_only=True)["TimeSeriesDataModule"]
+    assert preprocessing["mean"] == saved["mean"] and preprocessing["std"] == saved["std"]
+    assert preprocessing["covariates"] == ["x"] and preprocessing["grid"]["step"] == "P0DT0H30M0S"
+    files = {path.name for path in (folder / "export_001").iterdir()}
+    assert {"network.pt", "network.torchscript.pt", "network.onnx"} <= files

@@ -177,3 +177,20 @@ def test_an_lstm_forecaster_reaches_the_noise_level_of_a_series_of_known_form(tm
     scores = trainer.test(module, datamodule=data, verbose=False)[0]
     assert scores["test/mae"] <= 1.5 * 0.1
     assert scores["test/mae"] < 0.3 * scores["test/naive_mae"]
+
+
+def test_several_targets_are_forecast_together_and_written_side_by_side(tmp_path):
+    data = datamodule(tmp_path, synthetic_series(600).assign(z=lambda f: 2 * f.y), "data.target=[y,z]",
+                      "data.covariates=[]")
+    inputs = data.network_inputs()
+    assert inputs["window"] == {"lookback": 24, "horizon": 6, "targets": 2, "covariates": 6}  # + the calendar
+    assert inputs["target_scaling"]["std"][1] == pytest.approx(2 * inputs["target_scaling"]["std"][0])
+    module = build(config(tmp_path, "data.target=[y,z]").lightning_module, "lightning_module", **inputs,
+                   _recursive_=False)
+    with torch.no_grad():
+        forecast, actual, mask = module.predict_step(tuple(t[:3] for t in data.splits["test"]), 0)
+    assert forecast.shape == (3, 6, 2) and torch.allclose(actual[..., 1], 2 * actual[..., 0], atol=1e-4)
+    data.prediction_origins, data.prediction_grid = data.origins["test"][:3], data.grid
+    header, rows = data.forecast_rows(forecast, actual, mask)
+    assert header == ["origin", "timestamp", "step", "forecast_y", "actual_y", "forecast_z", "actual_z"]
+    assert len(rows) == int(mask.sum()) and rows[0][:3] == ["2020-01-11 07:00:00", "2020-01-11 10:00:00", 6]
