@@ -14,24 +14,17 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 
 from datamodules.table_columns import Preprocessing, column_kinds, infer_task, numbers_with_typos
 from datamodules.table_files import find_file, read_table, split_rows
-from datamodules.tensor_batches import (
-    TensorBatches,
-    batches_done_this_epoch,
-    check_batch_sizes,
-    process_shard,
-    transfer_unless_there,
-)
+from datamodules.tensor_batches import SplitTensors, TensorBatches, check_batch_sizes
 from lightlab.base.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class TableDataModule(pl.LightningDataModule):
+class TableDataModule(SplitTensors):
     # No defaults where conf/data/table.yaml sets them: conf/ is their one source.
     def __init__(self, data_dir: str, target: str, *, batch_size: int, eval_batch_size: int, test_fraction: float,
                  val_fraction: float, min_category_count: int, max_integer_categories: int, max_integer_classes: int,
@@ -213,23 +206,6 @@ class TableDataModule(pl.LightningDataModule):
         self.splits = {split: self.encode(rows, file, with_target=True, known_classes=True)
                        for split, (rows, file) in frames.items()}
         self.ids = {split: self.row_ids(rows) for split, (rows, _) in frames.items()}
-
-    transfer_batch_to_device = transfer_unless_there
-
-    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
-        return TensorBatches(self.splits[split], batch_size, shuffle, seed=self.hparams.shuffle_seed,
-                             drop_last=self.hparams.drop_last and shuffle, shard=process_shard(self))
-
-    def train_dataloader(self) -> TensorBatches:
-        loader = self._batches("fit", self.hparams.batch_size, True)
-        loader.batches_done = batches_done_this_epoch(self)
-        return loader
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches("validate", self.hparams.eval_batch_size, False)
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.hparams.eval_batch_size, False)
 
     def predict_dataloader(self) -> TensorBatches:
         """mode=predict: the rows of predict_input (or data.predict_path), in the file's order; the test split

@@ -133,3 +133,27 @@ def transfer_unless_there(datamodule: pl.LightningDataModule, batch, device: tor
     if isinstance(batch, (tuple, list)) and all(isinstance(x, torch.Tensor) and x.device == device for x in batch):
         return batch
     return pl.LightningDataModule.transfer_batch_to_device(datamodule, batch, device, dataloader_idx)
+
+
+class SplitTensors(pl.LightningDataModule):
+    """A DataModule whose `splits` ("fit", "validate", "test") are tuples of equal-length tensors (a table's rows, a
+    series' windows): its loaders slice them (hparams: batch_size, eval_batch_size, shuffle_seed, drop_last)."""
+
+    splits: dict[str, tuple[torch.Tensor, ...]]
+
+    transfer_batch_to_device = transfer_unless_there
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        return TensorBatches(self.splits[split], batch_size, shuffle, seed=self.hparams.shuffle_seed,
+                             drop_last=self.hparams.drop_last and shuffle, shard=process_shard(self))
+
+    def train_dataloader(self) -> TensorBatches:
+        loader = self._batches("fit", self.hparams.batch_size, True)
+        loader.batches_done = batches_done_this_epoch(self)
+        return loader
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("validate", self.hparams.eval_batch_size, False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.hparams.eval_batch_size, False)

@@ -18,23 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 
 from datamodules.table_columns import first_non_number
 from datamodules.table_files import find_file, read_table
-from datamodules.tensor_batches import (
-    TensorBatches,
-    batches_done_this_epoch,
-    check_batch_sizes,
-    process_shard,
-    transfer_unless_there,
-)
+from datamodules.tensor_batches import SplitTensors, TensorBatches, check_batch_sizes
 from datamodules.time_steps import FILLS, TimeGrid, calendar_features, regular_grid, size_in_steps
 from lightlab.base.errors import UserError
 
 
-class TimeSeriesDataModule(pl.LightningDataModule):
+class TimeSeriesDataModule(SplitTensors):
     # No defaults where conf/data/time_series.yaml sets them: conf/ is their one source.
     def __init__(self, data_dir: str, path: str, target: str | list[str], horizon: int, *, batch_size: int,
                  eval_batch_size: int, test_size: int | float | str, val_size: int | float | str,
@@ -148,23 +141,6 @@ class TimeSeriesDataModule(pl.LightningDataModule):
                            "covariates": len(fitted["covariates"]) + 2 * len(fitted["calendar"])},
                 "season": fitted["season"],
                 "target_scaling": {"mean": fitted["mean"][:count], "std": fitted["std"][:count]}}
-
-    transfer_batch_to_device = transfer_unless_there
-
-    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
-        return TensorBatches(self.splits[split], batch_size, shuffle, seed=self.hparams.shuffle_seed,
-                             drop_last=self.hparams.drop_last and shuffle, shard=process_shard(self))
-
-    def train_dataloader(self) -> TensorBatches:
-        loader = self._batches("fit", self.hparams.batch_size, True)
-        loader.batches_done = batches_done_this_epoch(self)
-        return loader
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches("validate", self.hparams.eval_batch_size, False)
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.hparams.eval_batch_size, False)
 
     def predict_dataloader(self) -> TensorBatches:
         """mode=predict: the horizon after a file's history (predict_input, data.predict_path, or a data.path other
