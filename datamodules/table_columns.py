@@ -73,8 +73,10 @@ def numbers_with_typos(column: pd.Series, name: str, file: str, target: bool = F
     return first_non_number(column, name, file, target) if NUMBER_SHARE <= share < 1 else None
 
 
-def first_non_number(column: pd.Series, name: str, file: str, target: bool = False) -> UserError | None:
-    """The error for the first value of a numeric column that is not a number, or None."""
+def first_non_number(column: pd.Series, name: str, file: str, target: bool = False,
+                     advice: str | None = None) -> UserError | None:
+    """The error for the first value of a numeric column that is not a number, or None. advice: the message's last
+    option (a table's: read the column as classes or categories)."""
     numbers = pd.to_numeric(column, errors="coerce")
     bad = column.notna() & numbers.isna()
     if not bad.any():
@@ -83,8 +85,8 @@ def first_non_number(column: pd.Series, name: str, file: str, target: bool = Fal
     return UserError(f"{file}: column {name!r} holds numbers, but row {row + 1} (counting data rows from 1) has "
                      f"{column[row]!r} ({int(bad.sum())} such value(s)). Correct the value, or leave it empty (a "
                      f"missing number), or "
-                     + ("set data.task=classification to read its values as classes." if target else
-                        "list the column in data.categorical to read it as categories."))
+                     + (advice or "set data.task=classification to read its values as classes." if target else
+                        advice or "list the column in data.categorical to read it as categories."))
 
 
 def column_kinds(train: pd.DataFrame, file: str, categorical: list[str] | None, numeric: list[str] | None,

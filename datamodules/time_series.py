@@ -12,8 +12,10 @@ The whole series is one float tensor of (steps, features). A window is `lookback
 a gather of window indices (datamodules/tensor_batches.py). Training windows lie wholly inside the training period.
 Validation and test score every target of their period at every horizon step (so each step's score is over the same
 targets as the seasonal-naive forecast the task module compares it with): their windows start up to `horizon` steps
-before the period, inputs may reach back across its start, and a mask leaves out targets outside it.
+before the period, inputs may reach back across its start, and a mask leaves out targets outside it. (The last
+horizon - 1 test windows reach past the series' end, where the covariates are unknown: they read the training mean.)
 """
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,15 @@ import torch
 from datamodules.table_columns import first_non_number
 from datamodules.table_files import find_file, read_table
 from datamodules.tensor_batches import SplitTensors, TensorBatches, check_batch_sizes
-from datamodules.time_steps import FILLS, TimeGrid, calendar_features, regular_grid, size_in_steps
+from datamodules.time_steps import (
+    FILLS,
+    TimeGrid,
+    calendar_features,
+    fill_missing,
+    parse_times,
+    regular_grid,
+    size_in_steps,
+)
 from lightlab.base.errors import UserError
 
 
@@ -66,7 +76,8 @@ class TimeSeriesDataModule(SplitTensors):
                 raise UserError(f"{file}: no column {', '.join(map(repr, missing))} (data.{setting}). Its columns: "
                                 f"{', '.join(frame.columns)}.")
         for name in [*self.targets, *self.hparams.covariates]:
-            if (error := first_non_number(frame[name], name, str(file))) is not None:
+            if (error := first_non_number(frame[name], name, str(file), advice="leave it out of data.target and "
+                                          "data.covariates (a series' columns are numbers).")) is not None:
                 raise error
             frame[name] = pd.to_numeric(frame[name])
         return frame, str(file), time_column
@@ -94,25 +105,27 @@ class TimeSeriesDataModule(SplitTensors):
         return {"targets": self.targets, "covariates": list(self.hparams.covariates),
                 "calendar": [name[:-4] for name in calendar_names[::2]], "mean": training.mean(axis=0).tolist(),
                 "std": np.where(std > 1e-12, std, 1.0).tolist(), "grid": grid.state(), "lookback": self.lookback,
-                "horizon": self.hparams.horizon, "season": self.hparams.season, "file": str(Path(file).resolve())}
+                "horizon": self.hparams.horizon, "season": self.hparams.season, "file_sha1": file_digest(file)}
 
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.splits:
             return
         settings, lookback, horizon = self.hparams, self.lookback, self.hparams.horizon
         frame, file, time_column = self.read(settings.path, "path")
-        full, grid = regular_grid(frame, time_column, self.series_columns(), settings.fill, file)
+        full, grid = regular_grid(frame, time_column, self.series_columns(), file)
         steps = len(full)
         test = size_in_steps(settings.test_size, "test_size", grid, steps)
         val = size_in_steps(settings.val_size, "val_size", grid, steps)
         train = steps - test - val
         # One training window, and the seasonal-naive forecast of the first validation target, need this much.
-        need = max(lookback, settings.season or 1) + horizon
+        history, key = max((lookback, "lookback"), (settings.season or 1, "season"))
+        need = history + horizon
         if train < need:
             raise UserError(f"{file}: the series has {steps} steps; the test ({test}) and validation ({val}) periods "
-                            f"leave {train} for training, and one training window needs data.lookback ({lookback}) "
-                            f"+ data.horizon ({horizon}) = {need}. Use a longer series, or make data.lookback, "
+                            f"leave {train} for training, and one training window needs data.{key} ({history}) "
+                            f"+ data.horizon ({horizon}) = {need}. Use a longer series, or make data.{key}, "
                             f"data.test_size or data.val_size smaller.")
+        full, missing = fill_missing(full, grid, settings.fill, file, causal_from=train)
         values = full.to_numpy(dtype=np.float64)
         fitted = self.fit(values, grid, train, file)
         if self.fitted is not None and not same_fit(self.fitted, fitted):  # a resumed run, or mode=test
@@ -126,7 +139,8 @@ class TimeSeriesDataModule(SplitTensors):
         series = self.scaled_series(padded, grid.times(np.arange(steps + horizon)))
         self.splits, self.origins = windows_of(series, len(self.targets), lookback, horizon, settings.season,
                                                {"fit": (0, train), "validate": (train, train + val),
-                                                "test": (train + val, steps)})
+                                                "test": (train + val, steps)},
+                                               unscored=missing[:, :len(self.targets)].any(axis=1))
         self.series = series
 
     # --- what the rest of the framework asks of a DataModule -------------------------------------------------
@@ -146,9 +160,9 @@ class TimeSeriesDataModule(SplitTensors):
         """mode=predict: the horizon after a file's history (predict_input, data.predict_path, or a data.path other
         than the training file), else the training file's test period."""
         name = self.predict_input or self.hparams.predict_path
-        trained_on = self.fitted.get("file")  # (None: a checkpoint from before the file was recorded)
-        if name is None and trained_on and str(find_file(self.hparams.path, self.hparams.data_dir, "path").resolve()) \
-                != trained_on:
+        trained_on = self.fitted.get("file_sha1")  # (by content: the training file may have moved since)
+        if name is None and trained_on and file_digest(find_file(self.hparams.path, self.hparams.data_dir,
+                                                                 "path")) != trained_on:
             name = self.hparams.path
         if name is None:
             self.setup("test")
@@ -165,15 +179,27 @@ class TimeSeriesDataModule(SplitTensors):
         frame, file, time_column = self.read(name, "predict_path")
         known = frame[self.targets].notna().all(axis=1).to_numpy()
         history_rows = int(np.flatnonzero(known)[-1]) + 1 if known.any() else 0
+        if history_rows < max(lookback, 3):
+            raise UserError(f"{file}: {history_rows} row(s) up to the last one with {', '.join(self.targets)} known, "
+                            f"and the model reads data.lookback={lookback} steps of history. Give at least "
+                            f"{lookback}.")
+        times, _ = parse_times(frame[time_column], file)  # (every row's: the future rows' times are checked below)
         history, future = frame.iloc[:history_rows], frame.iloc[history_rows:]
-        full, grid = regular_grid(history, time_column, self.series_columns(), self.hparams.fill, file)
+        full, grid = regular_grid(history, time_column, self.series_columns(), file)
+        full, _ = fill_missing(full, grid, self.hparams.fill, file)  # (all of it is the forecast's past)
         trained = self.grid_of(fitted)
         if grid.step != trained.step:
             raise UserError(f"{file}: its step is {grid.step_text}, but the model was trained on steps of "
                             f"{trained.step_text}. Resample the file to {trained.step_text}.")
-        if len(full) < lookback:
-            raise UserError(f"{file}: {len(full)} step(s) with {', '.join(self.targets)} known, and the model reads "
-                            f"data.lookback={lookback} steps of history. Give at least {lookback}.")
+        coming_times = grid.times(np.arange(len(full), len(full) + len(future)))
+        mismatched = (np.asarray(times[history_rows:]) != np.asarray(coming_times) if grid.timestamps else
+                      ~np.isclose(times[history_rows:], coming_times, rtol=0, atol=1e-3 * grid.step))
+        if mismatched.any():
+            row = history_rows + int(np.flatnonzero(mismatched)[0])
+            raise UserError(f"{file}: row {row + 1} (counting data rows from 1), after the last known "
+                            f"{', '.join(self.targets)}, is at {grid.text(times[row])}, not at "
+                            f"{grid.text(coming_times[row - history_rows])}: the rows to forecast must continue the "
+                            f"series step by step ({grid.step_text}).")
         covariates = fitted["covariates"]
         if covariates and (len(future) < horizon or future[covariates].iloc[:horizon].isna().any().any()):
             raise UserError(f"{file}: forecasting the {horizon} steps after its last {', '.join(self.targets)} needs "
@@ -227,20 +253,24 @@ class TimeSeriesDataModule(SplitTensors):
         self.lookback = state_dict["lookback"]
 
 
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
 def same_fit(now: dict, saved: dict) -> bool:
     """The same columns, settings and grid, and the same scaling up to float rounding (wherever the file is now)."""
     def exact(fitted: dict) -> dict:
-        return {k: v for k, v in fitted.items() if k not in ("mean", "std", "file")}
+        return {k: v for k, v in fitted.items() if k not in ("mean", "std", "file_sha1")}
     return exact(now) == exact(saved) and all(np.allclose(now[k], saved[k], rtol=1e-9, atol=0) for k in ("mean", "std"))
 
 
 def windows_of(series: torch.Tensor, targets: int, lookback: int, horizon: int, season: int | None,
-               periods: dict[str, tuple[int, int]]) -> tuple[dict, dict]:
+               periods: dict[str, tuple[int, int]], unscored: np.ndarray | None = None) -> tuple[dict, dict]:
     """Each split's tensors and window origins. Window i of `series.unfold` starts at step i, so its origin (last
     input step) is i + lookback - 1. Training: (windows,), targets inside the period. Validation and test: (windows,
     the seasonal-naive source, mask): every window with a target in the period, and which of its targets are.
     The naive source is the `season` steps up to the origin (one step, the last value, for season null), a view too,
-    and so is the mask (of one flag per step)."""
+    and so is the mask (of one flag per step). `unscored` steps (targets data.fill made up) are never scored."""
     windows = series.unfold(0, lookback + horizon, 1)
     period = season or 1
     seasons = series[:, :targets].unfold(0, period, 1)  # origin o -> index o + 1 - period
@@ -253,6 +283,8 @@ def windows_of(series: torch.Tensor, targets: int, lookback: int, horizon: int, 
             first, last = start - horizon, end - 2
             inside = torch.zeros(len(series), dtype=torch.bool)
             inside[start:end] = True
+            if unscored is not None:
+                inside[:len(unscored)] &= ~torch.from_numpy(unscored)
             # Row i: whether each of window i's targets (steps first + i + 1 ...) lies in the period; a view too.
             mask = inside.unfold(0, horizon, 1)[first + 1:last + 2]
             splits[split] = (windows[first - lookback + 1:last - lookback + 2],

@@ -46,11 +46,14 @@ class ForecastPlots(pl.Callback):
         from matplotlib import pyplot
 
         windows, seasons, mask = tensors
-        whole = mask.all(dim=1).nonzero().squeeze(1)  # windows whose every target lies in the test period
+        # Windows with the most targets in the test period: all of them, unless it is shorter than the horizon.
+        scored = mask.sum(dim=1)
+        whole = (scored == scored.max()).nonzero().squeeze(1)
         chosen = whole[torch.linspace(0, len(whole) - 1, min(self.examples, len(whole))).long()]
         batch = tuple(t[chosen].to(module.device) for t in (windows, seasons, mask))
         with torch.no_grad():
             forecast, actual, naive = (t[..., 0].cpu() for t in module.forecast(batch))  # the first target
+        actual = actual.masked_fill(~batch[2].cpu(), float("nan"))  # (targets outside the period: not shown)
         history = module.original_units(batch[0][:, 0, :module.lookback].unsqueeze(2))[..., 0].cpu()
         shown = min(history.shape[1], 2 * forecast.shape[1])  # the history's end: two horizons
         figure, grid = pyplot.subplots(len(chosen), 1, figsize=(7, 2.2 * len(chosen)), squeeze=False)

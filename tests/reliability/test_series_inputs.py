@@ -12,7 +12,7 @@ CASES = {  # name -> (file content, extra arguments, the message's start)
                              "1) holds '2020-13-01 04:00'"),
     "gap": ("".join(LINES[:101] + LINES[104:]), [],
             "error: {file}: the series has gaps: 3 missing step(s) of 0 days 00:30:00 and 0 row(s) with a missing "
-            "value; the first after 2020-01-03 01:30:00 (data row 100)"),
+            "value; the first at 2020-01-03 02:00:00"),
     "too short": (SERIES, ["data.test_size=200", "data.val_size=150"],
                   "error: {file}: the series has 400 steps; the test (200) and validation (150) periods leave 50 "
                   "for training, and one training window needs data.lookback (60) + data.horizon (6) = 66"),

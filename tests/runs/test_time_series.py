@@ -89,6 +89,11 @@ def test_predict_writes_the_test_periods_forecasts_with_the_test_mae_and_forecas
     refused = run_cli("mode=predict", f"ckpt_path={checkpoint}", f"data.predict_path={tmp_path / 'short_future.csv'}")
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "needs the known covariates (x) of those steps: add 6 rows" in refused.stderr
+    late = history.assign(time=lambda f: f.time.where(f.index < 694, f.time + pd.Timedelta(days=1)))
+    late.to_csv(tmp_path / "late.csv", index=False)
+    refused = run_cli("mode=predict", f"ckpt_path={checkpoint}", f"data.predict_path={tmp_path / 'late.csv'}")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "row 695 (counting data rows from 1), after the last known y, is at 2020-01-16 11:00:00" in refused.stderr
     assert not (folder / "predict_004").exists()  # (a TensorBoard logger's hparams.yaml is no result either)
 
     # mode=export: the network and, as plain JSON, what turns a raw series into its inputs and its outputs back.

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.time_series import TimeSeriesDataModule
-from datamodules.time_steps import calendar_features, regular_grid, size_in_steps
+from datamodules.time_steps import calendar_features, fill_missing, regular_grid, size_in_steps
 from lightlab.base.errors import UserError
 from lightlab.base.objects import build
 from lightlab.run.compose import compose_config
@@ -62,7 +62,9 @@ def test_scaling_and_training_batches_ignore_everything_after_the_training_perio
     shifted = series.copy()
     shifted.loc[450:, ["y", "x"]] += 1000
     after = datamodule(tmp_path, shifted)
-    assert before.state_dict() == after.state_dict()
+    fitted_before, fitted_after = before.state_dict(), after.state_dict()
+    assert fitted_before.pop("file_sha1") != fitted_after.pop("file_sha1")  # (another file: the fit is the same)
+    assert fitted_before == fitted_after
     for first, second in zip(before.train_dataloader(), after.train_dataloader()):
         assert torch.equal(first[0], second[0])
     assert not torch.equal(before.splits["test"][0], after.splits["test"][0])  # (the shift did reach the data)
@@ -91,17 +93,48 @@ def test_the_naive_forecast_repeats_the_last_season_and_matches_its_definition(t
         assert float(scores["mae"]) == pytest.approx(0, abs=1e-5) and float(scores["mase"]) < 1e-5
 
 
-def test_gaps_are_reported_with_the_first_one_or_filled():
+def test_gaps_are_reported_with_the_first_one_or_filled_never_from_a_forecasts_future():
     frame = synthetic_series(100).drop(index=[10, 11, 50]).reset_index(drop=True)
-    frame.loc[70, "y"] = np.nan
+    frame.loc[70, "y"] = np.nan  # (grid position 73)
+    full, grid = regular_grid(frame, "time", ["y", "x"], "s.csv")
     with pytest.raises(UserError, match=r"3 missing step\(s\) of 0 days 00:30:00 and 1 row\(s\) with a missing value; "
-                                        r"the first after 2020-01-01 04:30:00 \(data row 10\)"):
-        regular_grid(frame, "time", ["y", "x"], None, "s.csv")
-    filled, grid = regular_grid(frame, "time", ["y", "x"], "linear", "s.csv")
+                                        r"the first at 2020-01-01 05:00:00"):
+        fill_missing(full, grid, None, "s.csv")
+    filled, missing = fill_missing(full, grid, "linear", "s.csv")
     assert len(filled) == 100 and not filled.isna().any().any()
-    assert filled.y[10] == pytest.approx(frame.y[9] + (frame.y[10] - frame.y[9]) / 3)  # a third of the way
-    previous, _ = regular_grid(frame, "time", ["y", "x"], "previous", "s.csv")
-    assert previous.y[11] == frame.y[9]
+    assert list(np.flatnonzero(missing.any(axis=1))) == [10, 11, 50, 73]
+    assert filled.y[10] == pytest.approx(full.y[9] + (full.y[12] - full.y[9]) / 3)  # a third of the way
+    # From causal_from (the training period's end) on, the last value is carried forward: never interpolated
+    # towards a value a forecast from there is asked for.
+    causal, _ = fill_missing(full, grid, "linear", "s.csv", causal_from=40)
+    assert causal.y[10] == filled.y[10] and causal.y[50] == full.y[49] and causal.y[73] == full.y[72]
+    previous, _ = fill_missing(full, grid, "previous", "s.csv")
+    assert previous.y[11] == full.y[9]
+    with pytest.raises(UserError, match="column 'x' has no value at all"):
+        fill_missing(full.assign(x=np.nan), grid, "linear", "s.csv")
+
+
+def test_targets_that_were_filled_are_never_scored(tmp_path):
+    series = synthetic_series(600)
+    series.loc[[520, 521], "y"] = np.nan
+    data = datamodule(tmp_path, series, "data.fill=linear")
+    _, _, mask = data.splits["test"]
+    targets = data.origins["test"][:, None] + np.arange(1, 7)
+    scored = set(targets[mask.numpy()])
+    assert scored == set(range(500, 600)) - {520, 521}
+
+
+def test_monthly_timestamps_are_a_calendar_month_apart_and_utc_offsets_are_read_as_utc():
+    months = pd.DataFrame({"time": pd.date_range("2000-01-01", periods=40, freq="MS"), "y": np.arange(40.0)})
+    full, grid = regular_grid(months.drop(index=[5]), "time", ["y"], "s.csv")
+    assert grid.step_text == "1 month" and len(full) == 40 and full.y.isna().sum() == 1
+    assert grid.texts(np.array([0, 13])) == ["2000-01-01 00:00:00", "2001-02-01 00:00:00"]
+    assert calendar_features("auto", grid, grid.times(np.arange(3)))[0] == ["month_sin", "month_cos"]
+    assert type(grid).from_state(grid.state()) == grid
+    summer = pd.DataFrame({"time": ["2020-03-29 00:00+01:00", "2020-03-29 01:00+01:00", "2020-03-29 03:00+02:00",
+                                    "2020-03-29 04:00+02:00"], "y": [1.0, 2.0, 3.0, 4.0]})
+    full, grid = regular_grid(summer, "time", ["y"], "s.csv")
+    assert grid.step == pd.Timedelta(hours=1) and len(full) == 4  # (01:00+01:00 is 00:00 UTC, 03:00+02:00 01:00)
 
 
 @pytest.mark.parametrize("times, message", [
@@ -113,31 +146,31 @@ def test_gaps_are_reported_with_the_first_one_or_filled():
 def test_times_that_are_not_a_sorted_regular_grid_are_refused_by_row(times, message):
     frame = pd.DataFrame({"time": times, "y": [1.0, 2.0, 3.0, 4.0]})
     with pytest.raises(UserError, match=message):
-        regular_grid(frame, "time", ["y"], None, "s.csv")
+        regular_grid(frame, "time", ["y"], "s.csv")
 
 
 def test_decimal_years_are_a_monthly_grid_and_sizes_take_steps_shares_or_durations():
     frame = pd.DataFrame({"time": 1749 + np.arange(120) / 12, "y": np.arange(120.0)})
-    full, grid = regular_grid(frame, "time", ["y"], None, "s.csv")
+    full, grid = regular_grid(frame, "time", ["y"], "s.csv")
     assert not grid.timestamps and grid.step == pytest.approx(1 / 12) and len(full) == 120
     assert size_in_steps(30, "test_size", grid, 120) == 30 and size_in_steps(0.25, "test_size", grid, 120) == 30
     with pytest.raises(UserError, match=r"data.test_size='28D': .* as a number of steps"):
         size_in_steps("28D", "test_size", grid, 120)
-    _, stamped = regular_grid(synthetic_series(10), "time", ["y"], None, "s.csv")
+    _, stamped = regular_grid(synthetic_series(10), "time", ["y"], "s.csv")
     assert size_in_steps("1D", "val_size", stamped, 10) == 48 and size_in_steps("6 hours", "v", stamped, 10) == 12
     with pytest.raises(UserError, match="a whole number of steps of 0 days 00:30:00"):
         size_in_steps("45min", "val_size", stamped, 10)
 
 
 def test_calendar_features_follow_the_step_and_need_timestamps():
-    _, half_hours = regular_grid(synthetic_series(10), "time", ["y"], None, "s.csv")
+    _, half_hours = regular_grid(synthetic_series(10), "time", ["y"], "s.csv")
     names, values = calendar_features("auto", half_hours, half_hours.times(np.arange(48)))
     assert names == ["time_of_day_sin", "time_of_day_cos", "day_of_week_sin", "day_of_week_cos", "month_sin",
                      "month_cos"]
     assert values[12, 0] == pytest.approx(1.0) and values[24, 1] == pytest.approx(-1.0)  # 06:00 and 12:00
-    _, days = regular_grid(synthetic_series(10, freq="D"), "time", ["y"], None, "s.csv")
+    _, days = regular_grid(synthetic_series(10, freq="D"), "time", ["y"], "s.csv")
     assert calendar_features("auto", days, days.times(np.arange(3)))[0][0] == "day_of_week_sin"
-    _, numbers = regular_grid(synthetic_series(10, start=None), "time", ["y"], None, "s.csv")
+    _, numbers = regular_grid(synthetic_series(10, start=None), "time", ["y"], "s.csv")
     assert calendar_features("auto", numbers, numbers.times(np.arange(3)))[0] == []
     with pytest.raises(UserError, match="calendar features need timestamps"):
         calendar_features(["month"], numbers, numbers.times(np.arange(3)))
