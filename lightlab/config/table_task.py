@@ -8,7 +8,6 @@ datamodules/table_columns.py, infer_task) or, in mode=test/predict/export, from 
 preprocessing; then each key still `auto` gets the task's choice below. A key set on the command line or by an
 experiment is not auto, and is kept.
 """
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightlab.base.errors import UserError
@@ -57,6 +56,8 @@ def file_task(data: DictConfig) -> str:
 
 
 def checkpoint_task(ckpt_path: str) -> str:
+    import torch  # (here: run.py imports this module, and `python run.py --help` needs no torch)
+
     from datamodules.table import TableDataModule
 
     try:
