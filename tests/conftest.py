@@ -248,8 +248,8 @@ def unit_tests_start_no_python_process(request, monkeypatch):
 
 def options_reading_token_ids(group: str) -> tuple[list[str], list[str]]:
     """conf/<group>'s options (model or data) split by what their `_target_` is: (token-id ones, image ones). A
-    sequence network's constructor takes `vocabulary_size`; a text DataModule gives it. Table options (a network
-    taking `cardinalities`, data=table) are in neither: tests/unit/test_tables.py and tests/runs/test_tables.py."""
+    sequence network's constructor takes `vocabulary_size`; a text DataModule gives it. Table and series options (a
+    network taking `cardinalities` or `lookback`, data=table or time_series) are in neither: their own tests."""
     import inspect
 
     from datamodules.text import TextClassificationDataModule
@@ -259,8 +259,10 @@ def options_reading_token_ids(group: str) -> tuple[list[str], list[str]]:
     text, images = [], []
     for option in sorted(p.stem for p in (CONFIG_DIR / group).glob("[!_]*.yaml")):
         target = locate(compose_config([f"{group}={option}"], output_dir="unused")[group]._target_)
-        if "cardinalities" in inspect.signature(target).parameters or target.__name__ == "TableDataModule":
-            continue
+        parameters = inspect.signature(target).parameters
+        if "cardinalities" in parameters or "lookback" in parameters or target.__name__ in ("TableDataModule",
+                                                                                             "TimeSeriesDataModule"):
+            continue  # (tables' and series' own tests: test_tables.py, test_time_series.py)
         reads_text = ("vocabulary_size" in inspect.signature(target).parameters if group == "model"
                       else issubclass(target, TextClassificationDataModule))
         (text if reads_text else images).append(option)

@@ -173,7 +173,7 @@ def _check_target(node: DictConfig, path: str, problems: list[str]) -> None:
             if not matches(value, hints[key]):
                 problems.append(f"'{full_key}' is {value!r} ({type(value).__name__}) but {node._target_} "
                                 f"expects {describe(hints[key])}. Set `{full_key}=<{describe(hints[key])}>`.")
-            elif key in AT_LEAST and not matches("28D", hints[key]) and too_small(value, AT_LEAST[key][0]):
+            elif key in AT_LEAST and not accepts_text(hints[key]) and too_small(value, AT_LEAST[key][0]):
                 # (a size that may also be a share or a duration, data=time_series's val_size, checks itself)
                 smallest, why = AT_LEAST[key]
                 each = "each entry " if isinstance(value, (list, tuple)) else ""
@@ -184,6 +184,11 @@ def _check_target(node: DictConfig, path: str, problems: list[str]) -> None:
 def too_small(value, smallest) -> bool:
     values = value if isinstance(value, (list, tuple)) else [value]
     return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < smallest for v in values)
+
+
+def accepts_text(annotation) -> bool:
+    """Whether an annotation names str (itself, or in a union)."""
+    return annotation is str or str in typing.get_args(annotation)
 
 
 def matches(value, annotation) -> bool:

@@ -19,9 +19,10 @@ from tests.conftest import ROOT
 
 # The tests load TorchScript files themselves: torch 2.13 deprecates torch.jit (export_network silences its own).
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
-# (tabular_mlp's export, with its two inputs and the fitted preprocessing: tests/runs/test_tables.py, mode=export)
+# (tabular_mlp's and the forecasters' exports, with two inputs and the fitted preprocessing: tests/runs/test_tables.py
+# and tests/unit/test_time_series.py)
 MODELS = [p.stem for p in sorted((CONFIG_DIR / "model").glob("*.yaml")) if not p.name.startswith("_")
-          and p.stem != "tabular_mlp"]
+          and p.stem != "tabular_mlp" and not p.stem.startswith("forecast_")]
 # Per network class: small widths (a fast test) and an input shape it takes. A new class fails here until added.
 SMALL = {"MLP": ({"hidden_dims": [16, 16]}, [1, 28, 28]),
          "BasicCNN": ({"channels": [4, 8, 8], "head_width": 16}, [1, 28, 28]),

@@ -33,12 +33,17 @@ def test_a_refused_numbered_run_removes_its_folder_and_the_empty_ones_it_made_an
     assert not refused.exists() and (other / "checkpoints" / "last.ckpt").is_file()
 
 
-@pytest.mark.parametrize("result", ["hparams.yaml", "checkpoints/last.ckpt",
-                                    "lr_finder.json", "predictions.csv"])
+@pytest.mark.parametrize("result", ["checkpoints/last.ckpt", "lr_finder.json", "predictions.csv", "forecast.csv"])
 def test_a_run_with_any_result_is_kept_to_be_marked_failed(tmp_path, result):
     folder = started(tmp_path / "logs" / "run_001", result)  # e.g. a NaN loss in epoch 0: events written
     assert not remove_refused_run(folder, FolderPlan(numbered=True, new=None))
     assert (folder / result).is_file()
+
+
+def test_the_hparams_yaml_of_a_refused_run_is_no_result(tmp_path):
+    # Lightning's TensorBoard logger writes it when any run ends: also a mode=predict refused by its input file.
+    folder = started(tmp_path / "logs" / "run_001", "hparams.yaml")
+    assert remove_refused_run(folder, FolderPlan(numbered=True, new=None)) and not folder.exists()
 
 
 def test_an_event_file_without_any_summary_is_not_a_result(tmp_path):
