@@ -1,6 +1,7 @@
 """Series: the time grid, chronological periods, windows as views, scaling fitted on the training period only, the
 naive baseline's definition, the forecasting networks and the forecast module, in-process on synthetic series."""
 import numpy as np
+import onnxruntime
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
@@ -11,6 +12,7 @@ from datamodules.time_steps import calendar_features, fill_missing, regular_grid
 from lightlab.base.errors import UserError
 from lightlab.base.objects import build
 from lightlab.run.compose import compose_config
+from lightlab.run.export import export_network
 from tests.conftest import synthetic_series
 
 MODELS = ["forecast_mlp", "forecast_linear", "forecast_lstm", "forecast_gru"]
@@ -227,3 +229,26 @@ def test_several_targets_are_forecast_together_and_written_side_by_side(tmp_path
     header, rows = data.forecast_rows(forecast, actual, mask)
     assert header == ["origin", "timestamp", "step", "forecast_y", "actual_y", "forecast_z", "actual_z"]
     assert len(rows) == int(mask.sum()) and rows[0][:3] == ["2020-01-11 07:00:00", "2020-01-11 10:00:00", 6]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_forecasting_network_exports_and_each_file_reproduces_it(tmp_path, model):
+    onnxruntime = pytest.importorskip("onnxruntime")  # (as tests/unit/test_export.py: the [export] extra)
+
+    from lightlab.run.export import export_network
+
+    data = datamodule(tmp_path, synthetic_series(600), f"model={model}")
+    module = build(config(tmp_path, f"model={model}").lightning_module, "lightning_module", **data.network_inputs(),
+                   _recursive_=False).eval()
+    history, future = data.example_inputs(8)
+    lines = export_network(module, (history, future), tmp_path / "export")
+    assert [line.split(":")[0] for line in lines] == ["network", "state_dict", "TorchScript", "ONNX"]
+    with torch.no_grad():
+        expected = module(history[:3], future[:3])  # (another batch size than the export's)
+        scripted = torch.jit.load(tmp_path / "export" / "network.torchscript.pt")
+        torch.testing.assert_close(scripted(history[:3], future[:3]), expected, rtol=0, atol=1e-5)
+    session = onnxruntime.InferenceSession(str(tmp_path / "export" / "network.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    assert [x.name for x in session.get_inputs()] == ["history", "future"]
+    outputs = session.run(None, {"history": history[:3].numpy(), "future": future[:3].numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(outputs), expected, rtol=0, atol=1e-4)
