@@ -233,10 +233,6 @@ def test_several_targets_are_forecast_together_and_written_side_by_side(tmp_path
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_forecasting_network_exports_and_each_file_reproduces_it(tmp_path, model):
-    onnxruntime = pytest.importorskip("onnxruntime")  # (as tests/unit/test_export.py: the [export] extra)
-
-    from lightlab.run.export import export_network
-
     data = datamodule(tmp_path, synthetic_series(600), f"model={model}")
     module = build(config(tmp_path, f"model={model}").lightning_module, "lightning_module", **data.network_inputs(),
                    _recursive_=False).eval()
