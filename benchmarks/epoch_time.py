@@ -122,15 +122,18 @@ class HandWritten:
     """The loop a careful user writes by hand: permutation, slice, augment and scale on the fly, forward,
     backward, step."""
 
-    def __init__(self, cfg, datamodule):
-        self.cfg, self.datamodule = cfg, datamodule
+    def __init__(self, cfg, datamodule, device: str = "cpu"):
+        """device: where the network and, for images, the whole training split live (benchmarks/gpu_check.py: the
+        GPU, the data resident there)."""
+        self.cfg, self.datamodule, self.device = cfg, datamodule, torch.device(device)
         self.table = hasattr(datamodule, "preprocessing")
         self.series = hasattr(datamodule, "fitted")
         self.text = not hasattr(datamodule, "input_shape") and not self.table and not self.series
         self.images, self.labels = datamodule.splits["fit"][0], datamodule.splits["fit"][-1]
         if not self.text and not self.table and not self.series:
-            self.shift = 255 * torch.tensor(datamodule.mean).reshape(1, -1, 1, 1)
-            self.scale = 1 / (255 * torch.tensor(datamodule.std).reshape(1, -1, 1, 1))
+            self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
+            self.shift = 255 * torch.tensor(datamodule.mean, device=self.device).reshape(1, -1, 1, 1)
+            self.scale = 1 / (255 * torch.tensor(datamodule.std, device=self.device).reshape(1, -1, 1, 1))
         self.crop_padding = cfg.data.get("crop_padding", 0)
         self.flip = cfg.data.get("horizontal_flip", False)
         self.generator = torch.Generator().manual_seed(0)
@@ -146,7 +149,7 @@ class HandWritten:
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch))
         batch_size = self.cfg.data.batch_size
         for first in range(0, min(len(order), count * batch_size), batch_size):
-            index = order[first:first + batch_size]
+            index = order[first:first + batch_size].to(self.device)
             if self.table:  # (numeric, categories), target
                 numeric, categorical, target = self.datamodule.splits["fit"]
                 rows = (numeric.index_select(0, index), categorical.index_select(0, index))
@@ -175,6 +178,7 @@ class HandWritten:
         if self.series:
             shape = shape["window"]
         net = instantiate(self.cfg.model, **shape, _convert_="all")
+        net = net.to(self.device)
         optimizer = instantiate(self.cfg.optimizer, params=net.parameters(), _convert_="all")
         loss = (instantiate(self.cfg.loss, _convert_="all") if self.table or self.series
                 else torch.nn.CrossEntropyLoss())
@@ -204,7 +208,7 @@ class HandWritten:
         net, optimizer, loss_function = state
         count = min(batches or 10 ** 9, self.batches_per_epoch())
         epoch_batches = self.batches(epoch, count)
-        correct = torch.zeros((), dtype=torch.long)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         for half in (count // 2, count - count // 2):
             start = time.perf_counter()
             for inputs, y in itertools.islice(epoch_batches, half):
