@@ -3,6 +3,8 @@ from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.callbacks.progress.rich_progress import ProcessingSpeedColumn
 from rich.text import Text
 
+from lightlab.lightning_internals.dependency_waits import prompt_progress_stop
+
 
 class AverageSpeedColumn(ProcessingSpeedColumn):
     """Steps per second since the bar's task started: completed / elapsed. Lightning's column shows rich's moving
@@ -22,6 +24,7 @@ class StepRichProgressBar(RichProgressBar):
         # Each wake-up takes the GIL and a core from the training step: on 2 cores the same torch ops ran ~40%
         # slower inside fit() than outside it. Once a second is enough for a bar redrawn at most every N steps.
         kwargs.setdefault("refresh_rate", 1)
+        prompt_progress_stop()  # and the thread stops at once at the end of each stage, not after its 1-s sleep
         super().__init__(**kwargs)
         self.refresh_every_n_steps = refresh_every_n_steps
 

@@ -5,6 +5,7 @@ switching a fast path off or breaking SIGTERM handling.
     hook_dispatch.py   Lightning's per-step hook dispatch, without the work that does nothing (the fast path)
     ddp_launch.py      DDP ranks started as single runs of a Hydra job, and Lightning's SIGTERM handler under DDP
     trainer_state.py   single reads and writes of trainer, loop and DDP state
+    dependency_waits.py  torchmetrics' matplotlib import and the Rich bar's sleeping thread, removed (start, stop)
     (below)            one deprecation warning that Lightning's own code triggers on every run, filtered at its source
 """
 import importlib
@@ -37,6 +38,7 @@ SAMPLES = {
     "a LightningModule": _sample("pytorch_lightning.LightningModule"),
     "a ModelCheckpoint": _sample("pytorch_lightning.callbacks.ModelCheckpoint"),
     "a DDPStrategy": _sample("pytorch_lightning.strategies.DDPStrategy"),
+    "a rich Live": _sample("rich.live.Live"),
 }
 
 CALL = "pytorch_lightning.trainer.call"
@@ -59,6 +61,13 @@ PRIVATE_NAMES = (
     PrivateName("a DDPStrategy", "_launcher", "what _configure_launcher sets"),
     PrivateName("a Trainer", "_signal_connector._sigterm_notifier_fn",
                 "replaced under DDP: Lightning's handler broadcasts inside the signal handler and hangs the ranks"),
+    # dependency_waits.py
+    PrivateName("torchmetrics.utilities.imports", "_MATPLOTLIB_AVAILABLE",
+                "set unavailable before torchmetrics.utilities.plot loads: no matplotlib import at start-up"),
+    PrivateName("torchmetrics.utilities.plot", "_MATPLOTLIB_AVAILABLE", "the module that reads it, once, on import"),
+    PrivateName("pytorch_lightning.callbacks.progress.rich_progress", "_RefreshThread.run",
+                "replaced: the thread waits on its stop flag instead of sleeping, so teardown's join is immediate"),
+    PrivateName("a rich Live", "_lock", "held around each redraw, as Lightning's thread does"),
     # trainer_state.py
     PrivateName("a Trainer", "_signal_connector.received_sigterm", "Ctrl-C stops after the step, as SIGTERM does"),
     PrivateName("a Trainer", "fit_loop.epoch_loop._num_ready_batches_reached",

@@ -1,15 +1,48 @@
 """What a process imports before it does anything: `python run.py --help` answers without torch or Lightning (a
-module-level import of either in run.py's own imports would cost every --help and every mistake ~1.5 s)."""
+module-level import of either in run.py's own imports would cost every --help and every mistake ~1.5 s), and a
+training run without figures imports no matplotlib (torchmetrics would, for its own plots: ~0.4 s)."""
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, quick_overrides
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    return {line.split("|")[-1].strip() for line in importtime_stderr.splitlines() if line.startswith("import time:")}
 
 
 def test_help_imports_neither_torch_nor_lightning():
     result = subprocess.run([sys.executable, "-X", "importtime", "run.py", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "== Configuration groups ==" in result.stdout
-    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = imported_modules(result.stderr)
     assert "hydra" in imported  # (the importtime lines were read)
     assert not {name for name in imported if name.split(".")[0] in ("torch", "pytorch_lightning", "pandas")}
+
+
+def test_a_run_without_figures_imports_no_matplotlib_and_one_with_a_figure_draws_it(tiny_data, tmp_path):
+    quick = [*quick_overrides(tiny_data, tmp_path / "logs"), "trainer.max_epochs=1"]
+    result = subprocess.run([sys.executable, "-X", "importtime", "run.py", *quick], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = imported_modules(result.stderr)
+    assert {"torchmetrics.utilities.plot", "pytorch_lightning"} <= imported
+    assert not {name for name in imported if name.split(".")[0] == "matplotlib"}
+    # matplotlib is still there for lightlab's own figures: the LR finder's plot goes into TensorBoard
+    result = subprocess.run([sys.executable, "run.py", *quick, "lr_finder.enabled=true", "lr_finder.num_steps=8"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [figure] = (tmp_path / "logs").rglob("lr_finder.png")
+    assert figure.read_bytes().startswith(b"\x89PNG") and figure.stat().st_size > 5000
+
+
+def test_lightlab_keeps_matplotlib_out_of_torchmetrics_import_and_matplotlib_still_imports():
+    code = ("import sys, lightlab, pytorch_lightning, torchmetrics\n"
+            "from lightlab.lightning_internals.dependency_waits import ran\n"
+            "print(ran['torchmetrics_without_matplotlib'], 'matplotlib' in sys.modules)\n"
+            "import matplotlib.pyplot, torch\n"
+            "print(float(torchmetrics.Accuracy(task='multiclass', num_classes=3)(torch.tensor([0, 2]), "
+            "torch.tensor([0, 1]))))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "False", "0.5"]

@@ -100,3 +100,20 @@ def test_the_leaf_spec_warning_lightning_triggers_is_silenced_and_only_that_one(
     # ... and the same FutureWarning raised anywhere else still shows
     same_message = "`isinstance(treespec, LeafSpec)` is deprecated"
     assert warnings_of(lambda: warnings.warn(same_message, FutureWarning, stacklevel=1)) != []
+
+
+def test_the_progress_bar_thread_stops_when_told_not_after_its_sleep():
+    import time
+
+    from lightlab.callbacks.progress_bar import StepRichProgressBar
+    from lightlab.lightning_internals.dependency_waits import ran
+
+    before = ran["prompt_refresh_threads"]
+    data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=8)
+    bar = StepRichProgressBar(refresh_rate=0.1)  # Lightning's thread would sleep 10 s, then see the stop flag
+    trainer = pl.Trainer(max_epochs=1, logger=False, callbacks=[bar], enable_model_summary=False,
+                         enable_checkpointing=False)
+    started = time.perf_counter()
+    trainer.fit(Tiny(), train_dataloaders=data)
+    assert ran["prompt_refresh_threads"] > before  # the replaced loop ran ...
+    assert time.perf_counter() - started < 8  # ... and teardown's join did not wait out the 10-s sleep
