@@ -25,13 +25,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--hidden", default="64,128,64")
     parser.add_argument("--batch-norm", action="store_true")
+    parser.add_argument("--val-size", type=int, default=5000, help="training images held out (run.py: data.val_size)")
     args = parser.parse_args()
     torch.manual_seed(0)
     raw = args.data_dir / "MNIST" / "raw"
     images = read(raw, "train-images-idx3-ubyte.gz", 16).view(-1, 784)
     labels = read(raw, "train-labels-idx1-ubyte.gz", 8).long()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    val, train = order[:5000], order[5000:]
+    val, train = order[:args.val_size], order[args.val_size:]
     train_images, train_labels, val_images, val_labels = images[train], labels[train], images[val], labels[val]
     widths = [784, *map(int, args.hidden.split(","))]
     layers = []

@@ -26,24 +26,27 @@ def seconds(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def commands(data_dir: str, hidden: str, batch_norm: bool, epochs: int, out: str) -> dict[str, list[str]]:
+def commands(data_dir: str, hidden: str, batch_norm: bool, epochs: int, out: str, val_size: int = 5000,
+             extra: tuple[str, ...] = ()) -> dict[str, list[str]]:
     model = ["model=mlp_bn", "model.init=default"] if batch_norm else []
     return {"framework": [sys.executable, "run.py", *model, f"model.hidden_dims=[{hidden}]", "model.dropout=0.0",
                           f"paths.data_dir={data_dir}", f"paths.log_dir={out}", f"trainer.max_epochs={epochs}",
-                          "test_after_fit=false", "print_config=false"],
+                          f"data.val_size={val_size}", "test_after_fit=false", "print_config=false", *extra],
             "hand-written": [sys.executable, "benchmarks/hand_written_run.py", data_dir, out, "--epochs", str(epochs),
-                             "--hidden", hidden, *(["--batch-norm"] if batch_norm else [])]}
+                             "--hidden", hidden, "--val-size", str(val_size),
+                             *(["--batch-norm"] if batch_norm else [])]}
 
 
-def measure(data_dir: str, hidden: str, batch_norm: bool, repeats: int, epochs: int = 5) -> dict[str, dict]:
-    """{side: {"epoch": [s, ...], "fixed": [s, ...]}}, one value per round."""
+def measure(data_dir: str, hidden: str, batch_norm: bool, repeats: int, epochs: int = 5, val_size: int = 5000,
+            extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{side: {"epoch": [s, ...], "fixed": [s, ...]}}, one value per round (`extra`: more run.py overrides)."""
     results = {side: {"epoch": [], "fixed": []} for side in ("framework", "hand-written")}
     for _ in range(repeats):
         for side in results:
             with tempfile.TemporaryDirectory() as out:
-                one = seconds(commands(data_dir, hidden, batch_norm, 1, out)[side])
+                one = seconds(commands(data_dir, hidden, batch_norm, 1, out, val_size, extra)[side])
             with tempfile.TemporaryDirectory() as out:
-                many = seconds(commands(data_dir, hidden, batch_norm, epochs, out)[side])
+                many = seconds(commands(data_dir, hidden, batch_norm, epochs, out, val_size, extra)[side])
             epoch = (many - one) / (epochs - 1)
             results[side]["epoch"].append(epoch)
             results[side]["fixed"].append(one - epoch)

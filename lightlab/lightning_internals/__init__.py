@@ -51,6 +51,12 @@ PRIVATE_NAMES = (
     PrivateName("pytorch_lightning.loops.training_epoch_loop", "is_param_in_hook_signature",
                 "replaced in that module: the training_step signature is inspected once, not every step"),
     PrivateName("a LightningModule", "_current_fx_name", "set around each hook, as Lightning's dispatch does"),
+    PrivateName("pytorch_lightning.loops.optimization.automatic", "_AutomaticOptimization.run",
+                "replaced: the plain optimization step makes Lightning's calls without its layers (_lean_step)"),
+    PrivateName("a Trainer", "fit_loop.epoch_loop.automatic_optimization._skip_backward",
+                "the lean step applies only when backward is not skipped"),
+    PrivateName("a Trainer", "fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.zero_grad",
+                "the lean step counts steps and zero_grads as Lightning does (exact resume reads them)"),
     PrivateName("a ModelCheckpoint", "_every_n_train_steps", "a checkpoint that saves on epochs only: no batch hook"),
     PrivateName("a ModelCheckpoint", "_train_time_interval", "a checkpoint that saves on epochs only: no batch hook"),
     # ddp_launch.py

@@ -81,18 +81,6 @@ class TaskModule(FastHooksModule):
         self.register_buffer(name, torch.zeros(size), persistent=False)
         ddp_leaves_alone(self, name)
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
-        """Lightning hands torch's optimizer a closure that runs training_step and backward, so forward and backward
-        run inside optimizer.step's wrappers (grad-mode switches, a profiler range, dynamo's disable context, which
-        intercepts every Python call): ~0.1 ms more a step, 10-15% of a small MLP's step on this CPU. Running the
-        closure first and then stepping keeps Lightning's order (training_step, zero_grad, backward,
-        on_before_optimizer_step, gradient clipping, step), as Lightning's own AMP plugin does. LBFGS re-evaluates
-        the loss inside its step, so it keeps the closure."""
-        if optimizer_closure is None or isinstance(optimizer.optimizer, torch.optim.LBFGS):
-            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        loss = optimizer_closure()
-        return optimizer.step(closure=lambda: loss)
-
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # Without trainer.gradient_clip_val, Lightning's default validates the unset settings every step and
         # clips nothing (~10 us a step).

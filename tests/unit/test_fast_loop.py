@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightlab.callbacks.progress_bar import AverageSpeedColumn, StepRichProgressBar
-from lightlab.lightning_internals.hook_dispatch import FastHooksModule, NoProfiler
+from lightlab.lightning_internals.hook_dispatch import FastHooksModule, NoProfiler, dispatched
 from lightlab.run.compose import compose_config
 from lightning_modules.tasks.classification import ClassificationModule
 from run import build, train
@@ -70,6 +70,15 @@ class RecordingCallback(pl.Callback):
     def on_before_backward(self, trainer, module, loss):
         self.calls.append(("on_before_backward", module._current_fx_name))
 
+    def on_before_zero_grad(self, trainer, module, optimizer):
+        self.calls.append(("on_before_zero_grad", type(optimizer).__name__))
+
+    def on_after_backward(self, trainer, module):
+        self.calls.append(("on_after_backward", module._current_fx_name))
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.calls.append(("on_before_optimizer_step", type(optimizer).__name__))
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.calls.append(("on_train_batch_end", module._current_fx_name))
 
@@ -109,9 +118,11 @@ def test_lean_hook_dispatch_calls_the_same_hooks_in_the_same_order_as_lightnings
     lean, lean_instance = fit_and_record(NoProfiler(), tmp_path)  # lightlab's dispatch
     stock, stock_instance = fit_and_record(PassThroughProfiler(), tmp_path)  # any other profiler: Lightning's own
     assert lean == stock and lean_instance == stock_instance == [0, 1, 2, 3, 4] * 2
-    assert lean[:4] == [("on_train_batch_start", "on_train_batch_start"), ("training_step", "training_step"),
-                        ("on_before_backward", "on_before_backward"), ("on_train_batch_end", "on_train_batch_end")]
-    assert len(lean) == 2 * (5 * 4 + 1)
+    assert lean[:7] == [("on_train_batch_start", "on_train_batch_start"), ("training_step", "training_step"),
+                        ("on_before_zero_grad", "SGD"), ("on_before_backward", "on_before_backward"),
+                        ("on_after_backward", "on_after_backward"), ("on_before_optimizer_step", "SGD"),
+                        ("on_train_batch_end", "on_train_batch_end")]
+    assert len(lean) == 2 * (5 * 7 + 1)
     # every_n_train_steps still saves: the per-batch checkpoint hook is skipped only when it has nothing to do
     for profiler in ("NoProfiler", "PassThroughProfiler"):
         assert sorted(p.name for p in (tmp_path / profiler).iterdir()) == [f"step={s}.ckpt" for s in (10, 2, 4, 6, 8)]
@@ -173,3 +184,26 @@ def test_a_batch_already_on_the_device_is_handed_on_as_it_is_by_the_datamodules_
     # The DataModule's hook, not the LightningModule's: Lightning warns when the module overrides a data hook.
     assert not is_overridden("transfer_batch_to_device", module)
     assert _DataHookSelector(module, datamodule).get_instance("transfer_batch_to_device") is datamodule
+
+
+@pytest.mark.parametrize("options", [[], ["optimizer=sgd", "trainer.gradient_clip_val=0.5", "model=mlp_bn"]])
+def test_the_same_seed_gives_the_same_weights_with_the_fast_paths_on_and_off(options, tmp_path):
+    """The fast paths (hook dispatch, lean optimization step; lightlab/lightning_internals/hook_dispatch.py) are on
+    with the default NoProfiler and off under any other profiler: both runs must end bit-for-bit equal."""
+    data_dir = write_tiny_mnist(tmp_path / "data")
+    weights = {}
+    for name, profiler in (("fast", "lightlab.lightning_internals.hook_dispatch.NoProfiler"),
+                           ("lightning", "pytorch_lightning.profilers.PassThroughProfiler")):
+        before = dict(dispatched)
+        cfg = compose_config(quick_overrides(data_dir, tmp_path / name) + options + [
+            f"trainer.profiler._target_={profiler}", "test_after_fit=false"], output_dir=str(tmp_path / name))
+        train(cfg)
+        weights[name] = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        weights[name]["lean_steps"] = dispatched["lean_step"] - before["lean_step"]
+    fast, lightning = weights["fast"], weights["lightning"]
+    assert fast["lean_steps"] == 2 * 6 and lightning["lean_steps"] == 0  # 192 images / 32 a batch, 2 epochs
+    assert fast["state_dict"].keys() == lightning["state_dict"].keys()
+    for key, value in fast["state_dict"].items():
+        assert torch.equal(value, lightning["state_dict"][key]), key
+    assert fast["optimizer_states"][0]["state"].keys() == lightning["optimizer_states"][0]["state"].keys()
+    assert fast["loops"]["fit_loop"] == lightning["loops"]["fit_loop"]  # the same step and zero_grad counts

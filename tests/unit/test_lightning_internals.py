@@ -70,8 +70,9 @@ def test_the_fast_hook_path_runs_in_a_real_fit_and_hands_over_to_lightning_under
     steps = 8
     assert fast["module"] >= 5 * steps and fast["callback"] >= 5 * steps and fast["strategy"] >= steps
     assert fast["signature"] >= steps  # the training loop asks training_step's signature every step
-    profiled = fit("simple")  # Lightning's own dispatch, so the profile keeps its names
-    assert profiled == {"callback": 0, "module": 0, "strategy": 0, "signature": profiled["signature"]}
+    assert fast["lean_step"] == steps  # every optimization step took the lean path
+    profiled = fit("simple")  # Lightning's own dispatch and step, so the profile keeps its names
+    assert profiled == {"callback": 0, "module": 0, "strategy": 0, "signature": profiled["signature"], "lean_step": 0}
 
 
 def test_the_lowest_pins_are_the_versions_the_private_names_were_checked_with():
