@@ -3,6 +3,7 @@ one of them fails tests/unit/test_lightning_internals.py (which checks each name
 switching a fast path off or breaking SIGTERM handling.
 
     hook_dispatch.py   Lightning's per-step hook dispatch, without the work that does nothing (the fast path)
+    lean_epoch.py      the training batch's work around the step, the same way
     ddp_launch.py      DDP ranks started as single runs of a Hydra job, and Lightning's SIGTERM handler under DDP
     trainer_state.py   single reads and writes of trainer, loop and DDP state
     dependency_waits.py  torchmetrics' matplotlib import and the Rich bar's sleeping thread, removed (start, stop)
@@ -59,6 +60,23 @@ PRIVATE_NAMES = (
                 "the lean step counts steps and zero_grads as Lightning does (exact resume reads them)"),
     PrivateName("a ModelCheckpoint", "_every_n_train_steps", "a checkpoint that saves on epochs only: no batch hook"),
     PrivateName("a ModelCheckpoint", "_train_time_interval", "a checkpoint that saves on epochs only: no batch hook"),
+    # lean_epoch.py
+    PrivateName("pytorch_lightning.loops.training_epoch_loop", "_TrainingEpochLoop.advance",
+                "replaced: the plain batch makes Lightning's calls without the work that does nothing (_lean_advance)"),
+    PrivateName("pytorch_lightning.loops.training_epoch_loop", "_TrainingEpochLoop._should_check_val_fx",
+                "replaced: False at once for a batch that can start no validation"),
+    PrivateName("a Trainer", "_val_check_time_interval", "validation by time: the shortcut above then stands aside"),
+    PrivateName("a Trainer", "_data_connector._datahook_selector", "picks whose batch-transfer hooks run"),
+    PrivateName("pytorch_lightning.trainer.connectors.data_connector", "_DataHookSelector.get_instance",
+                "the DataModule's or the module's batch-transfer hook, resolved once per fit, not per batch"),
+    PrivateName("a Trainer", "_logger_connector.on_batch_start", "called by the lean batch as Lightning calls it"),
+    PrivateName("a Trainer", "_logger_connector.update_train_step_metrics", "the same"),
+    PrivateName("a Trainer", "_logger_connector.on_batch_end", "called when a value logged with on_step changed"),
+    PrivateName("a Trainer", "_results", "the logged values whose on_step ones the lean batch compares"),
+    PrivateName("pytorch_lightning.trainer.connectors.logger_connector.result", "_ResultMetric",
+                "its _forward_cache, has_reset and meta.on_step: whether a batch logged a new step value"),
+    PrivateName("a Trainer", "fit_loop.epoch_loop._build_kwargs", "training_step's arguments, as Lightning's"),
+    PrivateName("pytorch_lightning.loops.fetchers", "_PrefetchDataFetcher", "the lean batch reads only this fetcher"),
     # ddp_launch.py
     PrivateName(LAUNCHERS, "_SubprocessScriptLauncher._call_children_scripts",
                 "the ranks of a job start as single runs of that job, not as the whole multirun again"),
@@ -78,7 +96,7 @@ PRIVATE_NAMES = (
     PrivateName("a Trainer", "_signal_connector.received_sigterm", "Ctrl-C stops after the step, as SIGTERM does"),
     PrivateName("a Trainer", "fit_loop.epoch_loop._num_ready_batches_reached",
                 "a resumed epoch that finished takes ReduceLROnPlateau's step Lightning skips after a restart"),
-    PrivateName("a Trainer", "_logger_connector.should_update_logs", "the step loss is logged only when written"),
+    PrivateName("a Trainer", "fit_loop.epoch_loop._batches_that_stepped", "the step loss is logged only when written"),
     PrivateName("pytorch_lightning.tuner.lr_finder", "_LRCallback", "no signal checkpoint during the lr finder's fit"),
     PrivateName("torch.utils.tensorboard", "SummaryWriter._get_file_writer",
                 "HPARAMS into the run's own event file (add_hparams would start a sub-run)"),

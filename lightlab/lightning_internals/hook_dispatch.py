@@ -68,7 +68,8 @@ _lightning_call_strategy_hook = call._call_strategy_hook
 
 # Hook calls that took the fast path, by kind: tests/unit/test_lightning_internals.py asserts a real fit moves them,
 # so a Lightning release that stops calling through `call` (the patch would then do nothing) fails a test.
-dispatched = {"callback": 0, "module": 0, "strategy": 0, "signature": 0, "lean_step": 0}
+dispatched = {"callback": 0, "module": 0, "strategy": 0, "signature": 0, "lean_step": 0, "lean_advance": 0,
+              "val_check_skipped": 0, "metrics_unchanged": 0}
 
 
 def _defines(callback: Callback, hook_name: str) -> bool:
@@ -169,17 +170,21 @@ def _lean_step(self, optimizer, batch_idx, kwargs):
     progress.step.increment_ready()
     with trainer.strategy.precision_plugin.train_step_context():  # Strategy.training_step
         output = _call_module_hook(trainer, "training_step", *kwargs.values())
-    result = automatic.ClosureResult.from_training_step_output(output, 1)
+    if isinstance(output, torch.Tensor):  # ClosureResult's work for a loss (its `/ 1` and dataclass set-up left out)
+        closure_loss, outputs = output, {"loss": output.detach().clone()}
+    else:
+        result = automatic.ClosureResult.from_training_step_output(output, 1)
+        closure_loss, outputs = result.closure_loss, {} if result.loss is None else result.asdict()
     progress.zero_grad.increment_ready()  # Closure: zero_grad, then backward
     _call_defined_callback_hooks(trainer, "on_before_zero_grad", optimizer)
     _call_module_hook(trainer, "on_before_zero_grad", optimizer)
     progress.zero_grad.increment_started()
     _call_module_hook(trainer, "optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer)
     progress.zero_grad.increment_completed()
-    if result.closure_loss is not None:  # Strategy.backward through the precision plugin
-        _call_defined_callback_hooks(trainer, "on_before_backward", result.closure_loss)
-        _call_module_hook(trainer, "on_before_backward", result.closure_loss)
-        _call_module_hook(trainer, "backward", result.closure_loss)
+    if closure_loss is not None:  # Strategy.backward through the precision plugin
+        _call_defined_callback_hooks(trainer, "on_before_backward", closure_loss)
+        _call_module_hook(trainer, "on_before_backward", closure_loss)
+        _call_module_hook(trainer, "backward", closure_loss)
         _call_defined_callback_hooks(trainer, "on_after_backward")
         _call_module_hook(trainer, "on_after_backward")
     _call_defined_callback_hooks(trainer, "on_before_optimizer_step", optimizer)  # Precision._after_closure
@@ -188,7 +193,7 @@ def _lean_step(self, optimizer, batch_idx, kwargs):
                       gradient_clip_algorithm=trainer.gradient_clip_algorithm)
     optimizer.step()
     progress.step.increment_completed()
-    return {} if result.loss is None else result.asdict()
+    return outputs
 
 
 automatic._AutomaticOptimization.run = _lean_step

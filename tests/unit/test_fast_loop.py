@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.trainer.connectors.data_connector import _DataHookSelector
 from pytorch_lightning.utilities.model_helpers import is_overridden
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
@@ -188,8 +189,8 @@ def test_a_batch_already_on_the_device_is_handed_on_as_it_is_by_the_datamodules_
 
 @pytest.mark.parametrize("options", [[], ["optimizer=sgd", "trainer.gradient_clip_val=0.5", "model=mlp_bn"]])
 def test_the_same_seed_gives_the_same_weights_with_the_fast_paths_on_and_off(options, tmp_path):
-    """The fast paths (hook dispatch, lean optimization step; lightlab/lightning_internals/hook_dispatch.py) are on
-    with the default NoProfiler and off under any other profiler: both runs must end bit-for-bit equal."""
+    """The fast paths (hook dispatch, lean optimization step and batch; lightlab/lightning_internals/) are on with the
+    default NoProfiler and off under any other profiler: both runs must end bit-for-bit equal and log the same."""
     data_dir = write_tiny_mnist(tmp_path / "data")
     weights = {}
     for name, profiler in (("fast", "lightlab.lightning_internals.hook_dispatch.NoProfiler"),
@@ -199,9 +200,14 @@ def test_the_same_seed_gives_the_same_weights_with_the_fast_paths_on_and_off(opt
             f"trainer.profiler._target_={profiler}", "test_after_fit=false"], output_dir=str(tmp_path / name))
         train(cfg)
         weights[name] = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
-        weights[name]["lean_steps"] = dispatched["lean_step"] - before["lean_step"]
+        weights[name]["lean"] = [dispatched[kind] - before[kind] for kind in ("lean_step", "lean_advance")]
+        events = EventAccumulator(str(tmp_path / name))
+        events.Reload()  # every scalar written (the step loss every 2 steps, the epochs' metrics) but the timings
+        weights[name]["scalars"] = {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+                                    for tag in events.Tags()["scalars"] if "second" not in tag}
     fast, lightning = weights["fast"], weights["lightning"]
-    assert fast["lean_steps"] == 2 * 6 and lightning["lean_steps"] == 0  # 192 images / 32 a batch, 2 epochs
+    assert fast["lean"] == [2 * 6, 2 * 6] and lightning["lean"] == [0, 0]  # 192 images / 32 a batch, 2 epochs
+    assert len(fast["scalars"]["train/loss_step"]) == 6 and fast["scalars"] == lightning["scalars"]
     assert fast["state_dict"].keys() == lightning["state_dict"].keys()
     for key, value in fast["state_dict"].items():
         assert torch.equal(value, lightning["state_dict"][key]), key
