@@ -67,7 +67,7 @@ def main() -> None:
     if not args.smoke and not torch.cuda.is_available():
         print("error: no CUDA GPU is visible to torch (torch.cuda.is_available() is False). Run this on a machine "
               "with one, or add --smoke to check on the CPU that every measurement runs.", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(2)
     device = "cpu" if args.smoke else "cuda"
     # Smoke: the CPU, 2 batches an epoch, the tiny data's validation split, no downloads.
     on_device = (["trainer.accelerator=cpu", "trainer.precision=32-true", "data.val_size=64", "data.download=false"]
