@@ -30,7 +30,9 @@ from lightlab.callbacks.pictures import (
     enlarge,
     misclassified_image,
     misclassified_table,
+    png_summary,
 )
+from lightlab.lightning_internals.trainer_state import event_file_writer
 from lightning_modules.tasks.classification import ClassificationModule
 
 KEY = "callbacks.evaluation_images"
@@ -239,9 +241,10 @@ class EvaluationImages(pl.Callback):
 
     def write_image(self, tag: str, image: torch.Tensor, step: int) -> None:
         for logger in self.loggers:
-            # uint8 pictures as they are; float ones are in [0, 1] (TensorBoard scales floats by 255)
-            image = image.cpu() if image.dtype == torch.uint8 else image.float().cpu()
-            logger.experiment.add_image(tag, image, global_step=step, dataformats="CHW")
+            if image.dtype == torch.uint8:  # our drawn pictures: encoded once, fast (pictures.png_summary)
+                event_file_writer(logger).add_summary(png_summary(tag, image.cpu()), step)
+            else:  # float ones are in [0, 1] (TensorBoard scales floats by 255)
+                logger.experiment.add_image(tag, image.float().cpu(), global_step=step, dataformats="CHW")
 
     def write_text(self, tag: str, text: str, step: int) -> None:
         for logger in self.loggers:
