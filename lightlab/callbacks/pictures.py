@@ -1,6 +1,7 @@
 """The pictures of lightlab/callbacks/evaluation_images.py, drawn with PIL (milliseconds a picture) or, for the
 attention plot only, matplotlib: confusion matrix, misclassified grid, channel grid, attention weights; and the
 TensorBoard summary they are written as."""
+import functools
 import io
 import math
 
@@ -40,15 +41,16 @@ def channel_grid(maps: torch.Tensor) -> torch.Tensor:
     return grid[None]
 
 
-def confusion_image(matrix: torch.Tensor, names: list[str]) -> torch.Tensor:
-    """The matrix as an RGB (3, H, W) uint8 picture: true classes in rows, predicted in columns, each cell coloured by
-    the share of its true class (so rare classes read as well as common ones), counts written in the cells up to 20
-    classes, names shown up to 30. Drawn with PIL in a few milliseconds: matplotlib took ~0.2 s, a share of a small
-    model's epoch, and this is drawn after every validation epoch."""
+def _blue(rate: float) -> tuple[int, int, int]:  # white to matplotlib's darkest "Blues"
+    return tuple(round(a + (b - a) * rate) for a, b in zip((247, 251, 255), (8, 48, 107)))
+
+
+@functools.lru_cache(maxsize=4)
+def _confusion_frame(names: tuple[str, ...]):
+    """What a confusion picture of these classes shares from epoch to epoch: class names, axis titles and the colour
+    scale (half its drawing time), drawn once; with the font, the cell size and the grid's top-left corner."""
     from PIL import Image, ImageDraw, ImageFont
 
-    counts = matrix.long()
-    rates = (counts / counts.sum(dim=1, keepdim=True).clamp_min(1)).tolist()
     classes = len(names)
     cell = max(8, min(44, 560 // classes))
     font = ImageFont.load_default(size=max(9, min(13, cell // 3)))
@@ -59,17 +61,6 @@ def confusion_image(matrix: torch.Tensor, names: list[str]) -> torch.Tensor:
     width, height = left + classes * cell + 16 + bar, top + classes * cell + label_width + 40
     picture = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(picture)
-
-    def blue(rate: float) -> tuple[int, int, int]:  # white to matplotlib's darkest "Blues"
-        return tuple(round(a + (b - a) * rate) for a, b in zip((247, 251, 255), (8, 48, 107)))
-
-    for true in range(classes):
-        for predicted in range(classes):
-            x, y, rate = left + predicted * cell, top + true * cell, rates[true][predicted]
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=blue(rate))
-            if classes <= 20:
-                draw.text((x + cell / 2, y + cell / 2), str(int(counts[true, predicted])), font=font, anchor="mm",
-                          fill="white" if rate > 0.5 else "black")
     grid_bottom = top + classes * cell
     if labelled:
         for index, name in enumerate(names):
@@ -84,10 +75,33 @@ def confusion_image(matrix: torch.Tensor, names: list[str]) -> torch.Tensor:
     picture.paste(axis_title.rotate(90, expand=True), (2, top))
     scale_left, scale_height = left + classes * cell + 16, classes * cell
     for row in range(scale_height):
-        draw.line([scale_left, top + row, scale_left + 14, top + row], fill=blue(1 - row / max(scale_height - 1, 1)))
+        draw.line([scale_left, top + row, scale_left + 14, top + row], fill=_blue(1 - row / max(scale_height - 1, 1)))
     for rate, anchor in ((1.0, "lt"), (0.5, "lm"), (0.0, "lb")):
         draw.text((scale_left + 18, top + (1 - rate) * scale_height), f"{rate:g}", font=font, anchor=anchor,
                   fill="black")
+    return picture, font, cell, left, top
+
+
+def confusion_image(matrix: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """The matrix as an RGB (3, H, W) uint8 picture: true classes in rows, predicted in columns, each cell coloured by
+    the share of its true class (so rare classes read as well as common ones), counts written in the cells up to 20
+    classes, names shown up to 30. Drawn with PIL in a few milliseconds: matplotlib took ~0.2 s, a share of a small
+    model's epoch, and this is drawn after every validation epoch."""
+    from PIL import ImageDraw
+
+    frame, font, cell, left, top = _confusion_frame(tuple(names))
+    picture = frame.copy()
+    draw = ImageDraw.Draw(picture)
+    counts = matrix.long()
+    rates = (counts / counts.sum(dim=1, keepdim=True).clamp_min(1)).tolist()
+    classes = len(names)
+    for true, (row, row_counts) in enumerate(zip(rates, counts.tolist())):
+        for predicted, (rate, count) in enumerate(zip(row, row_counts)):
+            x, y = left + predicted * cell, top + true * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_blue(rate))
+            if classes <= 20:
+                draw.text((x + cell / 2, y + cell / 2), str(count), font=font, anchor="mm",
+                          fill="white" if rate > 0.5 else "black")
     return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
 
 
