@@ -71,7 +71,7 @@ def test_the_fast_hook_path_runs_in_a_real_fit_and_hands_over_to_lightning_under
     assert fast["module"] >= 5 * steps and fast["callback"] >= 5 * steps and fast["strategy"] >= 1
     assert fast["signature"] >= steps  # the training loop asks training_step's signature every step
     assert fast["lean_step"] == steps and fast["lean_advance"] == steps  # every batch and step took the lean path
-    assert fast["val_check_skipped"] == steps - 2  # all but each epoch's last batch (4 a epoch) skip the val check
+    assert fast["val_check_skipped"] == steps - 2  # all but each epoch's last batch (4 an epoch) skip the val check
     assert fast["metrics_unchanged"] == steps - 1  # nothing is logged: step metrics are built on the first batch only
     profiled = fit("simple")  # Lightning's own dispatch and step, so the profile keeps its names
     assert profiled == dict.fromkeys(profiled, 0) | {"signature": profiled["signature"]}
