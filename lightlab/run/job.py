@@ -15,6 +15,7 @@ A single run refused with exit 2 before it has any result (data that does not lo
 made (lightlab/run/folders.py): a refused run leaves nothing. Any other failure leaves its folder marked failed:
 status.json and failure.txt.
 """
+import gc
 import logging
 import os
 import sys
@@ -58,6 +59,9 @@ class Job:
         from lightlab.lightning_internals.ddp_launch import end_ranks
         from lightlab.sweeps.summary import objective, record_outcome, resume_job
 
+        if not gc.isenabled():  # run.py paused the collector for start-up (the first job of a sweep)
+            gc.freeze()  # what exists now lives as long as the process: no collection need scan it again
+            gc.enable()
         try:
             earlier = resume_job(self.cfg, self.overrides) if self.tracked else None
             if earlier is not None:  # completed by an earlier run of this command: not run, nothing recorded

@@ -1,10 +1,18 @@
 """What a process imports before it does anything: `python run.py --help` answers without torch or Lightning (a
 module-level import of either in run.py's own imports would cost every --help and every mistake ~1.5 s), and a
 training run without figures imports no matplotlib (torchmetrics would, for its own plots: ~0.4 s)."""
+import gc
 import subprocess
 import sys
 
-from tests.conftest import ROOT, quick_overrides
+import pytorch_lightning as pl
+
+from tests.conftest import ROOT, quick_overrides, run_cli
+
+
+class CollectorState(pl.Callback):
+    def on_train_start(self, trainer, pl_module):
+        print(f"COLLECTOR enabled={gc.isenabled()} frozen={gc.get_freeze_count()}", flush=True)
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -46,3 +54,14 @@ def test_lightlab_keeps_matplotlib_out_of_torchmetrics_import_and_matplotlib_sti
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "False", "0.5"]
+
+
+def test_start_up_objects_are_frozen_and_the_collector_is_back_on_for_training_in_every_sweep_job(tiny_data, tmp_path):
+    # run.py pauses the garbage collector while torch and Lightning load; Job.run freezes what they built (so no
+    # later collection scans it) and turns collection back on: once, in the first job of a process.
+    result = run_cli("-m", "seed=0,1", *quick_overrides(tiny_data, tmp_path / "logs"), "trainer.max_epochs=1",
+                     "+callbacks.collector._target_=tests.runs.test_startup.CollectorState")
+    assert result.returncode == 0, result.stderr[-2000:]
+    states = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("COLLECTOR")]
+    assert len(states) == 2 and all(enabled == "enabled=True" for enabled, _ in states), result.stdout
+    assert int(states[0][1].removeprefix("frozen=")) > 100_000  # torch's and Lightning's objects
