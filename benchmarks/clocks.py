@@ -22,7 +22,12 @@ class EpochClock(EpochSpeed):
     paired_seconds: list[float] = []
     hand_seconds_in_gap = 0.0  # hand-written halves run since the last training batch (not the framework's)
 
+    # From one epoch's first training batch to the next one's, less the hand-written halves run in between: the
+    # whole epoch, validation, checkpoints and epoch-end work included (benchmarks/epoch_with_validation.py)
+    full_epoch_seconds: list[float] = []
+
     previous_end: float | None = None
+    previous_start: float | None = None
     validation_start: float | None = None
     validation_seconds = 0.0
 
@@ -35,14 +40,16 @@ class EpochClock(EpochSpeed):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.started is None and self.previous_end is not None:
-            gap = time.perf_counter() - self.previous_end - self.validation_seconds - self.hand_seconds_in_gap
+            now = time.perf_counter()
+            gap = now - self.previous_end - self.validation_seconds - self.hand_seconds_in_gap
             EpochClock.between_epochs_seconds.append(gap)
+            EpochClock.full_epoch_seconds.append(now - self.previous_start - self.hand_seconds_in_gap)
             self.validation_start, self.validation_seconds, self.hand_seconds_in_gap = None, 0.0, 0.0
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module):
         EpochClock.epoch_seconds.append(self.ended - self.started)
-        self.previous_end = self.ended  # (Lightning validates before this hook: the validation clock has run)
+        self.previous_start, self.previous_end = self.started, self.ended  # (Lightning validates before this hook)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the epoch's clock stops first

@@ -64,20 +64,21 @@ def _to_device(trainer, batch):
     return batch
 
 
-_starts_batches: dict[type, bool] = {}  # per LightningModule class: whether it overrides on_train_batch_start
+_overrides: dict[tuple, bool] = {}  # (LightningModule class, hook): whether the class overrides the hook
 
 
-def _starts_batches_of(module) -> bool:
-    if type(module) not in _starts_batches:
-        _starts_batches[type(module)] = is_overridden("on_train_batch_start", module)
-    return _starts_batches[type(module)]
+def _overridden(module, hook: str) -> bool:
+    key = (type(module), hook)
+    if key not in _overrides:
+        _overrides[key] = is_overridden(hook, module)
+    return _overrides[key]
 
 
 def _lean_advance_applies(loop, trainer, data_fetcher) -> bool:
     module, strategy = trainer.lightning_module, trainer.strategy
     return (type(trainer.profiler) is NoProfiler and type(data_fetcher) is _PrefetchDataFetcher
             and type(strategy) is SingleDeviceStrategy and module.automatic_optimization and not loop.restarting
-            and not _starts_batches_of(module)
+            and not _overridden(module, "on_train_batch_start")
             and type(strategy).on_train_batch_start is Strategy.on_train_batch_start)
 
 
@@ -93,17 +94,18 @@ def _lean_advance(self, data_fetcher) -> None:
     batch = _to_device(trainer, trainer.precision_plugin.convert_input(batch))
     self.batch_progress.increment_ready()
     trainer._logger_connector.on_batch_start(batch)
-    _call_defined_callback_hooks(trainer, "on_train_batch_start", batch, batch_idx)
-    _call_module_hook(trainer, "on_train_batch_start", batch, batch_idx)  # (not overridden: returns None)
+    _call_defined_callback_hooks(trainer, "on_train_batch_start", batch, batch_idx)  # (not the module's: see above)
     self.batch_progress.increment_started()
     kwargs = self._build_kwargs(OrderedDict(), batch, batch_idx)
     batch_output = self.automatic_optimization.run(trainer.optimizers[0], batch_idx, kwargs)
     self.batch_progress.increment_processed()
-    self.update_lr_schedulers("step", update_plateau_schedulers=False)
-    if self._num_ready_batches_reached():
-        self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
+    if trainer.lr_scheduler_configs:  # (without any, both calls return at once)
+        self.update_lr_schedulers("step", update_plateau_schedulers=False)
+        if self._num_ready_batches_reached():
+            self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
     _call_defined_callback_hooks(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
-    _call_module_hook(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
+    if _overridden(trainer.lightning_module, "on_train_batch_end"):
+        _call_module_hook(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
     _batch_end_metrics(trainer)
     self.batch_progress.increment_completed()
     if trainer.fast_dev_run or logs_this_step(trainer):  # update_train_step_metrics writes only then

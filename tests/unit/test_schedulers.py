@@ -83,6 +83,25 @@ def test_logged_learning_rates_follow_the_bare_torch_scheduler(name, tmp_path, t
     assert len(set(f"{lr:.6g}" for lr in logged)) > 1  # the schedule did change the rate
 
 
+@pytest.mark.parametrize("scheduler", ["none", "onecycle"])
+def test_our_learning_rate_monitor_logs_what_lightnings_logs_at_the_same_steps(scheduler, tmp_path, tiny_data):
+    # lightlab.callbacks.learning_rate_monitor skips Lightning's per-batch question on the steps that do not log
+    def logged(monitor: str) -> list[tuple[int, float]]:
+        cfg = compose_config([*quick_overrides(tiny_data, tmp_path / "logs"), f"trainer.max_epochs={EPOCHS}",
+                              "trainer.log_every_n_steps=4", "test_after_fit=false", f"scheduler={scheduler}",
+                              f"callbacks.learning_rate_monitor._target_={monitor}"],
+                             output_dir=str(tmp_path / monitor))
+        train(cfg)
+        events = EventAccumulator(str(tmp_path / monitor))
+        events.Reload()
+        return [(event.step, event.value) for event in events.Scalars("train/lr-Adam")]
+
+    ours = logged("lightlab.callbacks.learning_rate_monitor.LearningRateMonitor")
+    assert ours == logged("pytorch_lightning.callbacks.LearningRateMonitor")
+    # every 4th step; without a scheduler, at each epoch's start too
+    assert len(ours) == EPOCHS * STEPS_PER_EPOCH // 4 + (EPOCHS if scheduler == "none" else 0)
+
+
 @pytest.mark.parametrize("option", ["warmup_cosine", "step", "plateau"])
 def test_linear_warmup_multiplies_the_schedule_step_by_step(option, tmp_path, tiny_data):
     warmup = 8
