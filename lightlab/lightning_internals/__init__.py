@@ -4,6 +4,7 @@ switching a fast path off or breaking SIGTERM handling.
 
     hook_dispatch.py   Lightning's per-step hook dispatch, without the work that does nothing (the fast path)
     lean_epoch.py      the training batch's work around the step, the same way
+    logged_values.py   self.log's store, not moved to the device it is on
     ddp_launch.py      DDP ranks started as single runs of a Hydra job, and Lightning's SIGTERM handler under DDP
     trainer_state.py   single reads and writes of trainer, loop and DDP state
     dependency_waits.py  torchmetrics' matplotlib import and the Rich bar's sleeping thread, removed (start, stop)
@@ -77,6 +78,9 @@ PRIVATE_NAMES = (
                 "its _forward_cache, has_reset and meta.on_step: whether a batch logged a new step value"),
     PrivateName("a Trainer", "fit_loop.epoch_loop._build_kwargs", "training_step's arguments, as Lightning's"),
     PrivateName("pytorch_lightning.loops.fetchers", "_PrefetchDataFetcher", "the lean batch reads only this fetcher"),
+    # logged_values.py
+    PrivateName("pytorch_lightning.trainer.connectors.logger_connector.result", "_ResultMetric.to",
+                "replaced: a logged value's store returns at once when all of it is on the device already"),
     # ddp_launch.py
     PrivateName(LAUNCHERS, "_SubprocessScriptLauncher._call_children_scripts",
                 "the ranks of a job start as single runs of that job, not as the whole multirun again"),

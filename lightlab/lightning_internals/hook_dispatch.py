@@ -70,7 +70,8 @@ _lightning_call_strategy_hook = call._call_strategy_hook
 # Hook calls that took the fast path, by kind: tests/unit/test_lightning_internals.py asserts a real fit moves them,
 # so a Lightning release that stops calling through `call` (the patch would then do nothing) fails a test.
 dispatched = {"callback": 0, "module": 0, "strategy": 0, "signature": 0, "lean_step": 0, "lean_advance": 0,
-              "val_check_skipped": 0, "metrics_unchanged": 0, "hook_not_defined": 0}
+              "val_check_skipped": 0, "metrics_unchanged": 0, "hook_not_defined": 0,
+              "log_not_moved": 0}
 
 
 def _defines(callback: Callback, hook_name: str) -> bool:

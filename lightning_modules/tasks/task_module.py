@@ -7,7 +7,9 @@ from hydra.utils import instantiate
 
 from lightlab.base.errors import UserError
 from lightlab.base.objects import locate
-from lightlab.lightning_internals import lean_epoch  # noqa: F401  (installs the lean batch and hook_dispatch's paths)
+
+# (installed on import: the lean batch, hook_dispatch's paths, and logged values that stay where they are)
+from lightlab.lightning_internals import lean_epoch, logged_values  # noqa: F401
 from lightlab.lightning_internals.hook_dispatch import FastHooksModule
 from lightlab.lightning_internals.trainer_state import ddp_leaves_alone, logs_this_step
 from lightning_modules.optimization import (

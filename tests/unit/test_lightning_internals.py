@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightlab import lightning_internals
-from lightlab.lightning_internals import hook_dispatch, lean_epoch  # noqa: F401  (lean_epoch: installs the lean batch)
+from lightlab.lightning_internals import hook_dispatch, lean_epoch, logged_values  # noqa: F401  (install their paths)
 from tests.conftest import ROOT
 
 # Private attribute reads outside lightning_internals that are not Lightning's or torch's: OmegaConf's node API
@@ -121,3 +121,30 @@ def test_the_progress_bar_thread_stops_when_told_not_after_its_sleep():
     trainer.fit(Tiny(), train_dataloaders=data)
     assert ran["prompt_refresh_threads"] > before  # the replaced loop ran ...
     assert time.perf_counter() - started < 8  # ... and teardown's join did not wait out the 10-s sleep
+
+
+class Logging(Tiny):
+    def training_step(self, batch, batch_index):
+        loss = super().training_step(batch, batch_index)
+        self.log("loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+
+def test_logged_values_already_on_the_device_are_not_moved_and_move_when_the_device_changes():
+    from pytorch_lightning.trainer.connectors.logger_connector.result import _ResultCollection
+
+    before = hook_dispatch.dispatched["log_not_moved"]
+    data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, log_every_n_steps=1)
+    trainer.fit(Logging(), train_dataloaders=data)
+    # every log (the store is made on the CPU, where the values are) and the move to the CPU at the fit's end
+    assert hook_dispatch.dispatched["log_not_moved"] - before == 8 + 1
+    assert trainer.callback_metrics["loss_epoch"].isfinite()
+    results = _ResultCollection(training=True)
+    results.log("training_step", "x", torch.tensor(2.0), on_step=True, on_epoch=True)
+    results.log("training_step", "x", torch.tensor(4.0), on_step=True, on_epoch=True)  # on the CPU: not moved
+    assert hook_dispatch.dispatched["log_not_moved"] - before == 9 + 2
+    results["training_step.x"].to(torch.device("meta"))  # another device: Lightning's own move
+    assert results["training_step.x"].value.device.type == "meta"
+    assert hook_dispatch.dispatched["log_not_moved"] - before == 9 + 2
