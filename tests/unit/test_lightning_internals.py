@@ -6,6 +6,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
 
 from lightlab import lightning_internals
 from lightlab.lightning_internals import hook_dispatch, lean_epoch, logged_values  # noqa: F401  (install their paths)
@@ -148,3 +149,9 @@ def test_logged_values_already_on_the_device_are_not_moved_and_move_when_the_dev
     results["training_step.x"].to(torch.device("meta"))  # another device: Lightning's own move
     assert results["training_step.x"].value.device.type == "meta"
     assert hook_dispatch.dispatched["log_not_moved"] - before == 9 + 2
+    accuracy = MulticlassAccuracy(num_classes=2)  # a logged Metric: the same, by its device
+    accuracy.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    results.log("validation_step", "acc", accuracy, on_step=False, on_epoch=True)
+    assert hook_dispatch.dispatched["log_not_moved"] - before == 9 + 3
+    results["validation_step.acc"].to(torch.device("meta"))
+    assert accuracy.device.type == "meta" and hook_dispatch.dispatched["log_not_moved"] - before == 9 + 3
