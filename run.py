@@ -127,8 +127,10 @@ if __name__ == "__main__":
     import gc
     import sys
 
+    from lightlab.lightning_internals.hydra_mode import compose_once
     from lightlab.run.compose import checkpoint_command_line
 
+    compose_once()  # Hydra would compose the config once more just to read hydra.mode, which nothing here sets
     # Start-up builds ~0.6M objects that live as long as the process (torch, Lightning); the collector scanning them
     # again and again as they arrive took ~0.6 s of a 3 s start. Job.run freezes them and turns it back on.
     gc.disable()

@@ -5,6 +5,7 @@ switching a fast path off or breaking SIGTERM handling.
     hook_dispatch.py   Lightning's per-step hook dispatch, without the work that does nothing (the fast path)
     lean_epoch.py      the training batch's work around the step, the same way
     logged_values.py   self.log's store, not moved to the device it is on
+    hydra_mode.py      Hydra's run mode read without composing the config for it (a Hydra internal, kept here too)
     ddp_launch.py      DDP ranks started as single runs of a Hydra job, and Lightning's SIGTERM handler under DDP
     trainer_state.py   single reads and writes of trainer, loop and DDP state
     dependency_waits.py  torchmetrics' matplotlib import and the Rich bar's sleeping thread, removed (start, stop)
@@ -81,6 +82,8 @@ PRIVATE_NAMES = (
     # logged_values.py
     PrivateName("pytorch_lightning.trainer.connectors.logger_connector.result", "_ResultMetric.to",
                 "replaced: a logged value's store returns at once when all of it is on the device already"),
+    # hydra_mode.py (Hydra's, not Lightning's: a private module all the same)
+    PrivateName("hydra._internal.hydra", "Hydra.get_mode", "replaced: no composition only to read an unset hydra.mode"),
     # ddp_launch.py
     PrivateName(LAUNCHERS, "_SubprocessScriptLauncher._call_children_scripts",
                 "the ranks of a job start as single runs of that job, not as the whole multirun again"),

@@ -12,7 +12,10 @@ from tests.conftest import ROOT, quick_overrides, run_cli
 
 class CollectorState(pl.Callback):
     def on_train_start(self, trainer, pl_module):
+        from lightlab.lightning_internals.hydra_mode import ran
+
         print(f"COLLECTOR enabled={gc.isenabled()} frozen={gc.get_freeze_count()}", flush=True)
+        print(f"MODE_WITHOUT_COMPOSING {ran['mode_without_composing']}", flush=True)
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -65,3 +68,18 @@ def test_start_up_objects_are_frozen_and_the_collector_is_back_on_for_training_i
     states = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("COLLECTOR")]
     assert len(states) == 2 and all(enabled == "enabled=True" for enabled, _ in states), result.stdout
     assert int(states[0][1].removeprefix("frozen=")) > 100_000  # torch's and Lightning's objects
+    assert "MODE_WITHOUT_COMPOSING 1" in result.stdout  # -m, and no config sets hydra.mode: composed once
+
+
+def test_an_experiment_that_sets_hydra_mode_to_multirun_sweeps_without_dash_m(tiny_data, tmp_path):
+    # hydra_mode.py reads hydra.mode without composing only when no config file can set it: here one does
+    experiments = tmp_path / "more_conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "self_sweep.yaml").write_text("# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n"
+                                                 "    params:\n      seed: 0,1\n")
+    result = run_cli("--config-dir", str(tmp_path / "more_conf"), "experiment=self_sweep",
+                     *quick_overrides(tiny_data, tmp_path / "logs"), "trainer.max_epochs=1",
+                     "+callbacks.collector._target_=tests.runs.test_startup.CollectorState")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("MODE_WITHOUT_COMPOSING 0") == 2  # two sweep jobs, Hydra's own get_mode
+    assert len(list((tmp_path / "logs").rglob("metrics.json"))) == 2, sorted((tmp_path / "logs").rglob("*"))

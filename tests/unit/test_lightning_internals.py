@@ -155,3 +155,23 @@ def test_logged_values_already_on_the_device_are_not_moved_and_move_when_the_dev
     assert hook_dispatch.dispatched["log_not_moved"] - before == 9 + 3
     results["validation_step.acc"].to(torch.device("meta"))
     assert accuracy.device.type == "meta" and hook_dispatch.dispatched["log_not_moved"] - before == 9 + 3
+
+
+def test_hydra_mode_is_read_without_composing_only_where_nothing_can_set_it(tmp_path):
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+    from lightlab.lightning_internals.hydra_mode import mode_may_be_set
+
+    search_path = ConfigSearchPathImpl()
+    search_path.append("hydra", "pkg://hydra.conf")
+    search_path.append("main", str(ROOT / "conf"))
+    search_path.append("schema", "structured://")
+    assert not mode_may_be_set(search_path, ["trainer.max_epochs=1", "hydra.run.dir=x"])
+    assert mode_may_be_set(search_path, ["hydra.mode=MULTIRUN"])
+    assert mode_may_be_set(search_path, ["hydra.searchpath=[pkg://elsewhere]"])
+    (tmp_path / "sweeps.yaml").write_text("hydra:\n  mode: 'MULTIRUN'  # sweeps by itself\n")
+    search_path.append("command-line", f"file://{tmp_path}")
+    assert mode_may_be_set(search_path, [])
+    other = ConfigSearchPathImpl()
+    other.append("some-plugin", "pkg://some_plugin.conf")  # a package's configs are not read: Hydra composes
+    assert mode_may_be_set(other, [])
