@@ -106,27 +106,28 @@ def _lean_advance(self, data_fetcher) -> None:
     _call_defined_callback_hooks(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
     if _overridden(trainer.lightning_module, "on_train_batch_end"):
         _call_module_hook(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
-    _batch_end_metrics(trainer)
+    _batch_end_metrics(trainer, self._results)
     self.batch_progress.increment_completed()
     if trainer.fast_dev_run or logs_this_step(trainer):  # update_train_step_metrics writes only then
         trainer._logger_connector.update_train_step_metrics()
     return None
 
 
-def _batch_end_metrics(trainer) -> None:
+def _batch_end_metrics(trainer, results) -> None:
     """The logger connector's on_batch_end: it rebuilds the step's logged, callback and progress-bar metrics from
     every value logged with on_step (~25 us a batch), though they change only on the batches that log one (every
-    log_every_n_steps for the step loss). It runs when a value logged with on_step is not the one it last read."""
-    results = trainer._results
-    logged = [(key, result._forward_cache, result.has_reset) for key, result in results.items() if result.meta.on_step]
-    previous = trainer.__dict__.get("_lean_step_values")  # (it holds the tensors: no new one can take their ids)
-    if (previous is None or previous[0] is not results or len(previous[1]) != len(logged)
-            or any(a[0] != b[0] or a[1] is not b[1] or a[2] != b[2] for a, b in zip(previous[1], logged))):
-        trainer._logger_connector.on_batch_end()
-        trainer.__dict__["_lean_step_values"] = (results, logged)
+    log_every_n_steps for the step loss). It runs when a value logged with on_step is not the one it last read, or
+    a value was logged for the first time; `results` is the training loop's (what trainer._results is now)."""
+    cached = trainer.__dict__.get("_lean_step_values")  # (it holds the tensors: no new one can take their ids)
+    if (cached is not None and cached[0] is results and cached[1] == len(results)
+            and all(metric._forward_cache is value and metric.has_reset == reset
+                    for metric, value, reset in cached[2])):
+        dispatched["metrics_unchanged"] += 1
+        results.batch = results.batch_size = None  # the rest of on_batch_end: drop the batch
         return
-    dispatched["metrics_unchanged"] += 1
-    results.batch = results.batch_size = None  # the rest of on_batch_end: drop the batch
+    logged = [(metric, metric._forward_cache, metric.has_reset) for metric in results.values() if metric.meta.on_step]
+    trainer._logger_connector.on_batch_end()
+    trainer.__dict__["_lean_step_values"] = (results, len(results), logged)
 
 
 def _should_check_val(self, data_fetcher) -> bool:
