@@ -15,17 +15,16 @@ class EpochClock(EpochSpeed):
     # Class-level: the benchmark has no handle on the trainer's callbacks.
     epoch_seconds: list[float] = []
     between_epochs_seconds: list[float] = []
-    # benchmarks.epoch_time.paired_epochs: a hand-written epoch's two halves, run just before and just after each
-    # framework epoch, and its seconds
-    before_epoch = None
-    after_epoch = None
-    paired_seconds: list[float] = []
-    hand_seconds_in_gap = 0.0  # hand-written halves run since the last training batch (not the framework's)
-
-    # From one epoch's first training batch to the next one's, less the hand-written halves run in between: the
-    # whole epoch, validation, checkpoints and epoch-end work included (benchmarks/epoch_with_validation.py)
+    # benchmarks.epoch_time.paired_epochs: (epoch) -> an iterator that runs one hand-written training batch per
+    # next() and returns its seconds; one runs after each framework batch, outside the framework's time
+    hand_steps = None
+    paired_seconds: list[float] = []  # the hand-written epochs' seconds
+    # From one epoch's first training batch to the next one's, less the hand-written work in between: the whole
+    # epoch, validation, checkpoints and epoch-end work included (benchmarks/epoch_with_validation.py)
     full_epoch_seconds: list[float] = []
 
+    steps = None
+    hand_inside = hand_epoch = hand_seconds_in_gap = previous_hand_inside = 0.0
     previous_end: float | None = None
     previous_start: float | None = None
     validation_start: float | None = None
@@ -33,30 +32,36 @@ class EpochClock(EpochSpeed):
 
     def on_train_epoch_start(self, trainer, pl_module):
         super().on_train_epoch_start(trainer, pl_module)
-        if EpochClock.before_epoch is not None:
-            seconds = EpochClock.before_epoch(trainer.current_epoch)
-            EpochClock.paired_seconds.append(seconds)
-            self.hand_seconds_in_gap += seconds
+        if EpochClock.hand_steps is not None:
+            self.steps = EpochClock.hand_steps(trainer.current_epoch)
+        self.hand_inside = self.hand_epoch = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.started is None and self.previous_end is not None:
             now = time.perf_counter()
             gap = now - self.previous_end - self.validation_seconds - self.hand_seconds_in_gap
             EpochClock.between_epochs_seconds.append(gap)
-            EpochClock.full_epoch_seconds.append(now - self.previous_start - self.hand_seconds_in_gap)
+            EpochClock.full_epoch_seconds.append(now - self.previous_start - self.previous_hand_inside
+                                                 - self.hand_seconds_in_gap)
             self.validation_start, self.validation_seconds, self.hand_seconds_in_gap = None, 0.0, 0.0
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        EpochClock.epoch_seconds.append(self.ended - self.started)
+        EpochClock.epoch_seconds.append(self.ended - self.started - self.hand_inside)
         self.previous_start, self.previous_end = self.started, self.ended  # (Lightning validates before this hook)
+        self.previous_hand_inside = self.hand_inside
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the epoch's clock stops first
-        if EpochClock.after_epoch is not None and batch_idx + 1 == trainer.num_training_batches:
-            seconds = EpochClock.after_epoch(trainer.current_epoch)
-            EpochClock.paired_seconds[-1] += seconds
-            self.hand_seconds_in_gap = seconds
+        if self.steps is None:
+            return
+        seconds = next(self.steps)
+        self.hand_epoch += seconds
+        if batch_idx + 1 == trainer.num_training_batches:  # after the clock's last stop: in the gap
+            EpochClock.paired_seconds.append(self.hand_epoch)
+            self.hand_seconds_in_gap, self.steps = seconds, None
+        else:
+            self.hand_inside += seconds
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if not trainer.sanity_checking and self.validation_start is None:

@@ -13,7 +13,6 @@ first training batch's start to the last one's end, so validation, checkpoint wr
 Prints a table and writes benchmarks/results/epoch_time_<workload>.json.
 """
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -93,26 +92,20 @@ def framework_epochs(workload: Workload, data_dir: str, *variant: str) -> tuple[
 
 def paired_epochs(workload: Workload, data_dir: str, hand_written: "HandWritten", epochs: int,
                   *variant: str) -> tuple[list[float], list[float], list[float]]:
-    """One train(cfg) of `epochs` epochs, each training epoch bracketed by one hand-written epoch: its first half
-    of batches runs just before (from on_train_epoch_start), its second half just after (from the last training
-    batch's end). The two sides' times are centred on the same moment, so a drift in machine speed over the pair
-    (this VM's epoch time wanders by up to ±30% between minutes) cancels to first order, where one side run before
-    the other takes the drift as a difference. (framework epoch seconds, hand-written epoch seconds, framework
-    seconds between epochs outside validation and the hand-written halves)."""
+    """One train(cfg) of `epochs` epochs, interleaved batch by batch with a hand-written run: after each framework
+    training batch, one hand-written batch runs (from on_train_batch_end), and its seconds are taken out of the
+    framework's epoch. The two sides then see the same machine at the same moment: this VM's speed wanders by up to
+    2x within a minute, which made back-to-back epochs (or halves of one) differ by +-20% between pairs; batch by
+    batch the pairs agree within ~2%. (framework epoch seconds, hand-written epoch seconds, framework seconds between
+    epochs outside validation and the hand-written work)."""
     state = hand_written.build()
-    halves = {}
-
-    def first_half(epoch: int) -> float:
-        halves[epoch] = hand_written.epoch_halves(state, epoch, workload.batches)
-        return next(halves[epoch])
-
-    EpochClock.before_epoch, EpochClock.after_epoch = first_half, lambda epoch: next(halves.pop(epoch))
+    EpochClock.hand_steps = lambda epoch: hand_written.epoch_steps(state, epoch, workload.batches)
     try:
         with tempfile.TemporaryDirectory() as output_dir:
             train(composed(workload, data_dir, output_dir,
                            "+callbacks.epoch_clock._target_=benchmarks.clocks.EpochClock", *variant, epochs=epochs))
     finally:
-        EpochClock.before_epoch = EpochClock.after_epoch = None
+        EpochClock.hand_steps = None
     return (EpochClock.epoch_seconds[-epochs:], EpochClock.paired_seconds[-epochs:],
             EpochClock.between_epochs_seconds[-(epochs - 1):])
 
@@ -197,23 +190,32 @@ class HandWritten:
 
     def run_epoch(self, state, epoch: int, batches: int | None) -> float:
         """Seconds of one training epoch of the (net, optimizer, loss) in `state`."""
-        return sum(self.epoch_halves(state, epoch, batches))
+        return sum(self.epoch_steps(state, epoch, batches))
 
-    def epoch_halves(self, state, epoch: int, batches: int | None):
-        """One training epoch in two halves of its batches, yielding each half's seconds: what runs between the
-        halves is the caller's (paired_epochs runs a framework epoch there)."""
+    def epoch_steps(self, state, epoch: int, batches: int | None):
+        """One training epoch a batch at a time, yielding each batch's seconds (its gather, scaling and step); the
+        last one's include reading the epoch's accuracy back and `after_epoch`. What runs between two batches is
+        the caller's (paired_epochs runs a framework batch there)."""
         net, optimizer, loss_function = state
         count = min(batches or 10 ** 9, self.batches_per_epoch())
         epoch_batches = self.batches(epoch, count)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for half in (count // 2, count - count // 2):
+        for index in range(count):
             start = time.perf_counter()
-            for inputs, y in itertools.islice(epoch_batches, half):
-                logits = self.step(net, optimizer, loss_function, inputs, y)
-                if not self.table and not self.series:  # (a regression has no accuracy to count)
-                    correct += (logits.argmax(1) == y).sum()
-            correct.item()
-            yield time.perf_counter() - start
+            inputs, y = next(epoch_batches)
+            logits = self.step(net, optimizer, loss_function, inputs, y)
+            if not self.table and not self.series:  # (a regression has no accuracy to count)
+                correct += (logits.argmax(1) == y).sum()
+            if index == count - 1:
+                correct.item()
+                yield time.perf_counter() - start + self.after_epoch(state, epoch)
+            else:
+                yield time.perf_counter() - start
+
+    def after_epoch(self, state, epoch: int) -> float:
+        """Seconds of what the loop does after an epoch's training batches: nothing here (see
+        benchmarks/epoch_with_validation.py)."""
+        return 0.0
 
     def batches_per_epoch(self) -> int:
         return len(self.datamodule.train_dataloader())  # as the framework's epoch (data.drop_last included)

@@ -22,15 +22,11 @@ class HandWrittenWithValidation(HandWritten):
         self.checkpoint = Path(tempfile.mkdtemp()) / "last.ckpt"
         self.validation_seconds: list[float] = []  # validation and save, each epoch
 
-    def epoch_halves(self, state, epoch: int, batches: int | None):
-        """The training epoch's two halves; the second one's seconds include validating and saving."""
-        halves = super().epoch_halves(state, epoch, batches)
-        yield next(halves)
-        second = next(halves)
+    def after_epoch(self, state, epoch: int) -> float:
         started = time.perf_counter()
         self.validate_and_save(state, epoch)
         self.validation_seconds.append(time.perf_counter() - started)
-        yield second + self.validation_seconds[-1]
+        return self.validation_seconds[-1]
 
     def validate_and_save(self, state, epoch: int) -> None:
         net, optimizer, loss_function = state

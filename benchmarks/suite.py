@@ -9,8 +9,8 @@ only checks that every measurement runs; its numbers mean nothing.
   the MNIST CNN, SST-2's BiLSTM + attention, the
   Ames table's TabularMLP and the electricity-demand forecaster (WindowMLP over 336 + 48 half-hours)
   (benchmarks/epoch_time.py: same process, tensors, network class, optimizer settings, batch size and maths).
-  The framework's train() runs 4 epochs and a hand-written epoch runs just before each of them (an A/B pair
-  seconds apart); each run's first epoch is left out (one-time costs). The ratio of each pair, median / min / max
+  The framework's train() runs 4 epochs and a hand-written batch runs after each of its batches (A/B pairs
+  milliseconds apart); each run's first epoch is left out (one-time costs). The ratio of each pair, median / min / max
   over at least --repeats pairs.
 - Whole epochs in process, for the two MNIST MLPs: training, validation and checkpoint, the hand-written loop
   validating and saving as benchmarks/hand_written_run.py does (benchmarks/epoch_with_validation.py).

@@ -33,23 +33,26 @@ def test_the_per_sample_baseline_gives_what_our_batches_give():
     assert image.shape == (1, 28, 28) and label == 3 and torch.allclose(image[0], expected, atol=1e-6)
 
 
-def test_a_hand_written_epoch_run_in_two_halves_trains_the_same_batches_as_in_one_go(tmp_path):
-    # The suite brackets each framework epoch with the two halves of a hand-written one: they must add up to it.
+def test_a_hand_written_epoch_trains_one_batch_per_step_as_the_suite_interleaves_it(tmp_path):
+    # The suite runs one hand-written batch after each framework batch: each next() is exactly one optimizer step.
     data_dir = write_tiny_mnist(tmp_path / "data")
     cfg = composed(WORKLOADS["mnist_mlp"], str(data_dir), str(tmp_path), "data.val_size=64", "data.batch_size=50",
                    "data.download=false", f"paths.cache_dir={tmp_path / 'cache'}")
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     hand_written = HandWritten(cfg, datamodule)
-    whole = hand_written.build()  # seeds torch: built and run before the other, the two see the same dropout masks
-    hand_written.run_epoch(whole, 0, None)
-    halves = hand_written.build()
-    seconds = list(hand_written.epoch_halves(halves, 0, None))
+    state = hand_written.build()
+    epoch = hand_written.epoch_steps(state, 0, None)
+
+    def optimizer_steps() -> set[float]:
+        return {float(values["step"]) for values in state[1].state.values()}
+
+    assert next(epoch) > 0 and optimizer_steps() == {1.0}
+    rest = list(epoch)
     steps = -(-(len(datamodule.splits["fit"][1])) // 50)
-    assert len(seconds) == 2 and all(s > 0 for s in seconds) and steps >= 3
-    assert {float(state["step"]) for state in halves[1].state.values()} == {float(steps)}
-    for one_go, in_halves in zip(whole[0].parameters(), halves[0].parameters()):
-        assert torch.equal(one_go, in_halves)
+    assert 1 + len(rest) == steps >= 3 and all(seconds > 0 for seconds in rest)
+    assert optimizer_steps() == {float(steps)}
+    assert len(list(hand_written.epoch_steps(state, 1, 2))) == 2  # a workload's batch limit
 
 
 def test_the_hand_written_whole_epoch_validates_and_saves_what_the_framework_would(tmp_path):
@@ -60,8 +63,8 @@ def test_the_hand_written_whole_epoch_validates_and_saves_what_the_framework_wou
     datamodule.setup("fit")
     hand_written = HandWrittenWithValidation(cfg, datamodule)
     state = hand_written.build()
-    seconds = list(hand_written.epoch_halves(state, 0, None))
-    assert len(seconds) == 2 and hand_written.validation_seconds and seconds[1] > hand_written.validation_seconds[0]
+    seconds = list(hand_written.epoch_steps(state, 0, None))
+    assert len(hand_written.validation_seconds) == 1 and seconds[-1] > hand_written.validation_seconds[0] > 0
     saved = torch.load(hand_written.checkpoint, weights_only=True)
     assert saved["net"].keys() == state[0].state_dict().keys() and saved["optimizer"]["state"]
     assert 0 <= saved["val_acc"] <= 1 and math.isfinite(saved["val_loss"]) and saved["val_loss"] > 0
