@@ -2,8 +2,9 @@
 attention plot only, matplotlib: confusion matrix, misclassified grid, channel grid, attention weights; and the
 TensorBoard summary they are written as."""
 import functools
-import io
 import math
+import struct
+import zlib
 
 import numpy as np
 import torch
@@ -159,17 +160,28 @@ def misclassified_table(examples: list[tuple[torch.Tensor, int, int]], vocabular
     return "\n".join(lines)
 
 
+def png_bytes(image: torch.Tensor) -> bytes:
+    """A uint8 (C, H, W) picture (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) as PNG: every row unfiltered, zlib
+    level 1. PIL's encoder tries its filters on every row: 5.4 ms for the 10-class confusion matrix written after
+    every validation epoch, against 1.9 ms here for a file of the same size (flat colours compress as well)."""
+    channels, height, width = image.shape
+    rows = np.zeros((height, width * channels + 1), dtype=np.uint8)  # each row: filter type 0, then its pixels
+    rows[:, 1:] = image.permute(1, 2, 0).reshape(height, -1).numpy()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey + alpha, RGB, RGBA; 8 bits each
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+            + chunk(b"IEND", b""))
+
+
 def png_summary(tag: str, image: torch.Tensor):
-    """A TensorBoard image summary of a uint8 (C, H, W) picture, PNG-encoded at zlib level 1. SummaryWriter.add_image
-    converts the picture through floats and encodes it at PIL's default level: 13 ms for the 10-class confusion
-    matrix, which is written after every validation epoch, against 5.6 ms here (a flat-coloured picture compresses
-    nearly as well either way)."""
-    from PIL import Image
+    """A TensorBoard image summary of a uint8 (C, H, W) picture. (SummaryWriter.add_image converts the picture
+    through floats and encodes it with PIL at its default level: 13 ms for the confusion matrix.)"""
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     channels, height, width = image.shape
-    pixels = image.permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(buffer, format="PNG", compress_level=1)
-    encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=buffer.getvalue())
+    encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png_bytes(image))
     return Summary(value=[Summary.Value(tag=tag, image=encoded)])

@@ -3,13 +3,14 @@ lightlab/callbacks/parameter_histograms.py): short real runs of run.py on tiny d
 TensorBoard's own reader."""
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.vocabulary import Vocabulary
-from lightlab.callbacks.pictures import channel_grid, confusion_image, misclassified_table
+from lightlab.callbacks.pictures import channel_grid, confusion_image, misclassified_table, png_bytes
 from tests.conftest import quick_overrides, run_cli, write_tiny_mnist, write_tiny_text
 
 # model=cnn, small: two blocks of 4 and 8 channels, both pooled (28x28 -> 7x7)
@@ -147,3 +148,14 @@ def test_confusion_image_colours_cells_by_the_share_of_their_true_class():
     # Along the first cell row: the dark "cat as cat" cell lies left of the pale "cat as dog" one.
     row = [tuple(p) for p in rows[15].tolist()]
     assert row.index(full) < row.index(none, row.index(full))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_our_png_encoder_round_trips_through_pil(channels):
+    image = torch.randint(0, 256, (channels, 37, 53), dtype=torch.uint8)
+    image[:, :10] = 7  # flat rows too
+    decoded = np.asarray(Image.open(io.BytesIO(png_bytes(image))))
+    assert torch.equal(torch.from_numpy(decoded.reshape(37, 53, channels)).permute(2, 0, 1), image)
+    wide = png_bytes(image.permute(0, 2, 1))  # a non-contiguous picture: the same pixels, transposed
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(wide))).reshape(53, 37, channels),
+                          image.permute(2, 1, 0).numpy())
