@@ -132,7 +132,8 @@ if __name__ == "__main__":
 
     compose_once()  # Hydra would compose the config once more just to read hydra.mode, which nothing here sets
     # Start-up builds ~0.6M objects that live as long as the process (torch, Lightning); the collector scanning them
-    # again and again as they arrive took ~0.6 s of a 3 s start. Job.run freezes them and turns it back on.
+    # again and again as they arrive took ~0.6 s of a 3 s start. Job.run freezes them and turns it back on (a sweep
+    # turns it back on at its start: lightlab/run/job.py).
     gc.disable()
     sys.argv[1:] = checkpoint_command_line(sys.argv[1:])  # keys of the checkpoint's config (data.predict_path=…)
     main()

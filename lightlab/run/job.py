@@ -59,7 +59,7 @@ class Job:
         from lightlab.lightning_internals.ddp_launch import end_ranks
         from lightlab.sweeps.summary import objective, record_outcome, resume_job
 
-        if not gc.isenabled():  # run.py paused the collector for start-up (the first job of a sweep)
+        if not gc.isenabled():  # run.py paused the collector for a single run's start-up
             gc.freeze()  # what exists now lives as long as the process: no collection need scan it again
             gc.enable()
         try:
@@ -135,6 +135,10 @@ class CheckBeforeWriting(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from lightlab.config.checks import folder_name_problems
         from lightlab.config.table_task import settle_task
+
+        # run.py paused the collector for a run's start-up; a sweep's own process composes a config per job for as
+        # long as the sweep lasts (its jobs may run elsewhere: joblib, SLURM), so it collects as usual from here.
+        gc.enable()
 
         problems = folder_name_problems(config)
         if problems:

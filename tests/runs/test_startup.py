@@ -59,16 +59,22 @@ def test_lightlab_keeps_matplotlib_out_of_torchmetrics_import_and_matplotlib_sti
     assert result.stdout.split() == ["1", "False", "0.5"]
 
 
-def test_start_up_objects_are_frozen_and_the_collector_is_back_on_for_training_in_every_sweep_job(tiny_data, tmp_path):
+def test_a_runs_start_up_objects_are_frozen_and_a_sweep_collects_as_usual(tiny_data, tmp_path):
     # run.py pauses the garbage collector while torch and Lightning load; Job.run freezes what they built (so no
-    # later collection scans it) and turns collection back on: once, in the first job of a process.
-    result = run_cli("-m", "seed=0,1", *quick_overrides(tiny_data, tmp_path / "logs"), "trainer.max_epochs=1",
-                     "+callbacks.collector._target_=tests.runs.test_startup.CollectorState")
-    assert result.returncode == 0, result.stderr[-2000:]
-    states = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("COLLECTOR")]
-    assert len(states) == 2 and all(enabled == "enabled=True" for enabled, _ in states), result.stdout
-    assert int(states[0][1].removeprefix("frozen=")) > 100_000  # torch's and Lightning's objects
-    assert "MODE_WITHOUT_COMPOSING 1" in result.stdout  # -m, and no config sets hydra.mode: composed once
+    # later collection scans it) and turns collection back on. A sweep's process turns it back on at the sweep's
+    # start (it lives as long as the sweep), so its jobs find it on and freeze nothing.
+    callback = "+callbacks.collector._target_=tests.runs.test_startup.CollectorState"
+    single = run_cli(*quick_overrides(tiny_data, tmp_path / "logs"), "trainer.max_epochs=1", callback)
+    assert single.returncode == 0, single.stderr[-2000:]
+    [state] = [line.split()[1:] for line in single.stdout.splitlines() if line.startswith("COLLECTOR")]
+    assert state[0] == "enabled=True" and int(state[1].removeprefix("frozen=")) > 100_000  # torch's, Lightning's
+    assert "MODE_WITHOUT_COMPOSING 1" in single.stdout  # no config sets hydra.mode: composed once
+    sweep = run_cli("-m", "seed=0,1", *quick_overrides(tiny_data, tmp_path / "sweep_logs"), "trainer.max_epochs=1",
+                    callback)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    states = [line.split()[1:] for line in sweep.stdout.splitlines() if line.startswith("COLLECTOR")]
+    assert states == [["enabled=True", "frozen=0"]] * 2, sweep.stdout
+    assert "MODE_WITHOUT_COMPOSING 1" in sweep.stdout
 
 
 def test_an_experiment_that_sets_hydra_mode_to_multirun_sweeps_without_dash_m(tiny_data, tmp_path):
