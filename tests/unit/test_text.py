@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
@@ -208,6 +209,7 @@ def test_predictions_after_a_restart_use_the_checkpoints_vocabulary(text_data, t
     cfg = compose_config(text_overrides(text_data, tmp_path) + ["trainer.max_epochs=3", "optimizer.lr=0.01",
                                                                 "callbacks.model_checkpoint=null"],
                          output_dir=str(tmp_path / "run"))
+    pl.seed_everything(cfg.seed)  # as train() does: what the net learns must not depend on the tests run before
     datamodule, module, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule)
     sentences = ["the movie topic1 was very good", "TOPIC0 , and the plot", "an unseen zebra topic1", "topic0"]
