@@ -24,7 +24,7 @@ class EpochClock(EpochSpeed):
     full_epoch_seconds: list[float] = []
 
     steps = None
-    hand_inside = hand_epoch = hand_seconds_in_gap = previous_hand_inside = 0.0
+    hand_inside = hand_seconds_in_gap = previous_hand_inside = 0.0
     previous_end: float | None = None
     previous_start: float | None = None
     validation_start: float | None = None
@@ -34,7 +34,7 @@ class EpochClock(EpochSpeed):
         super().on_train_epoch_start(trainer, pl_module)
         if EpochClock.hand_steps is not None:
             self.steps = EpochClock.hand_steps(trainer.current_epoch)
-        self.hand_inside = self.hand_epoch = 0.0
+        self.hand_inside = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.started is None and self.previous_end is not None:
@@ -56,9 +56,8 @@ class EpochClock(EpochSpeed):
         if self.steps is None:
             return
         seconds = next(self.steps)
-        self.hand_epoch += seconds
         if batch_idx + 1 == trainer.num_training_batches:  # after the clock's last stop: in the gap
-            EpochClock.paired_seconds.append(self.hand_epoch)
+            EpochClock.paired_seconds.append(self.hand_inside + seconds)
             self.hand_seconds_in_gap, self.steps = seconds, None
         else:
             self.hand_inside += seconds

@@ -82,21 +82,39 @@ def _defines(callback: Callback, hook_name: str) -> bool:
             or hook_name in vars(callback))
 
 
-def _call_defined_callback_hooks(trainer, hook_name, *args, monitoring_callbacks=None, **kwargs):
-    if type(trainer.profiler) is not NoProfiler or monitoring_callbacks is not None:
-        return _lightning_call_callback_hooks(trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks,
-                                              **kwargs)
-    # Per trainer and hook: the callbacks that define it, recomputed whenever the trainer's list changes.
+def _callbacks_defining(trainer, hook_name) -> list:
+    """Per trainer and hook: the callbacks that define it, recomputed whenever the trainer's list changes."""
     cache = trainer.__dict__.setdefault("_callbacks_defining", {})
     all_callbacks = tuple(trainer.callbacks)
     cached = cache.get(hook_name)
     if cached is None or cached[0] != all_callbacks:
         cached = cache[hook_name] = (all_callbacks, [c for c in all_callbacks if _defines(c, hook_name)])
+    return cached[1]
+
+
+_overrides: dict[tuple, bool] = {}  # (LightningModule class, hook): whether the class overrides the hook
+
+
+def _overridden(module, hook_name: str) -> bool:
+    key = (type(module), hook_name)
+    if key not in _overrides:
+        _overrides[key] = is_overridden(hook_name, module)
+    return _overrides[key]
+
+
+def _call_defined_callback_hooks(trainer, hook_name, *args, monitoring_callbacks=None, **kwargs):
+    if type(trainer.profiler) is not NoProfiler or monitoring_callbacks is not None:
+        return _lightning_call_callback_hooks(trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks,
+                                              **kwargs)
+    return _run_callbacks(trainer, hook_name, _callbacks_defining(trainer, hook_name), *args, **kwargs)
+
+
+def _run_callbacks(trainer, hook_name, callbacks, *args, **kwargs) -> None:
     dispatched["callback"] += 1
     module = trainer.lightning_module
     if module:
         previous_hook, module._current_fx_name = module._current_fx_name, hook_name
-    for callback in cached[1]:
+    for callback in callbacks:
         getattr(callback, hook_name)(trainer, module, *args, **kwargs)
     if module:
         module._current_fx_name = previous_hook
@@ -163,29 +181,15 @@ def _lean_step_applies(loop, trainer, optimizer) -> bool:
             and not isinstance(optimizer, torch.optim.LBFGS))
 
 
-STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-
-def _step_hooks(trainer) -> dict:
-    """{hook: (the callbacks that define it, whether the LightningModule overrides it)} for the hooks around the step,
-    worked out once per module class and callback list: a hook that nobody defines is not dispatched at all
-    (Lightning calls the empty defaults, 4 of them twice a step: ~10 us a step on this CPU)."""
-    module, callbacks = trainer.lightning_module, tuple(trainer.callbacks)
-    cached = trainer.__dict__.get("_lean_step_hooks")
-    if cached is None or cached[0] is not type(module) or cached[1] != callbacks:
-        plan = {name: ([c for c in callbacks if _defines(c, name)], is_overridden(name, module)) for name in STEP_HOOKS}
-        cached = trainer.__dict__["_lean_step_hooks"] = (type(module), callbacks, plan)
-    return cached[2]
-
-
-def _call_hook(trainer, plan, name, *args) -> None:
-    """The callbacks' hook, then the module's, as Lightning orders them; neither where nobody defines it."""
-    callbacks, module_overrides = plan[name]
+def _call_hook(trainer, hook_name, *args) -> None:
+    """The callbacks' hook, then the module's, as Lightning orders them; neither where nobody defines it (Lightning
+    calls the empty defaults: 4 of them around every step, twice each, ~10 us a step on this CPU)."""
+    callbacks = _callbacks_defining(trainer, hook_name)
     if callbacks:
-        _call_defined_callback_hooks(trainer, name, *args)
-    if module_overrides:
-        _call_module_hook(trainer, name, *args)
-    if not callbacks and not module_overrides:
+        _run_callbacks(trainer, hook_name, callbacks, *args)
+    if _overridden(trainer.lightning_module, hook_name):
+        _call_module_hook(trainer, hook_name, *args)
+    elif not callbacks:
         dispatched["hook_not_defined"] += 1
 
 
@@ -194,7 +198,6 @@ def _lean_step(self, optimizer, batch_idx, kwargs):
     if not _lean_step_applies(self, trainer, optimizer):
         return _lightning_optimization_run(self, optimizer, batch_idx, kwargs)
     dispatched["lean_step"] += 1
-    plan = _step_hooks(trainer)
     progress = self.optim_progress.optimizer
     progress.step.increment_ready()
     with trainer.strategy.precision_plugin.train_step_context():  # Strategy.training_step
@@ -205,15 +208,15 @@ def _lean_step(self, optimizer, batch_idx, kwargs):
         result = automatic.ClosureResult.from_training_step_output(output, 1)
         closure_loss, outputs = result.closure_loss, {} if result.loss is None else result.asdict()
     progress.zero_grad.increment_ready()  # Closure: zero_grad, then backward
-    _call_hook(trainer, plan, "on_before_zero_grad", optimizer)
+    _call_hook(trainer, "on_before_zero_grad", optimizer)
     progress.zero_grad.increment_started()
     _call_module_hook(trainer, "optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer)
     progress.zero_grad.increment_completed()
     if closure_loss is not None:  # Strategy.backward through the precision plugin
-        _call_hook(trainer, plan, "on_before_backward", closure_loss)
+        _call_hook(trainer, "on_before_backward", closure_loss)
         _call_module_hook(trainer, "backward", closure_loss)
-        _call_hook(trainer, plan, "on_after_backward")
-    _call_hook(trainer, plan, "on_before_optimizer_step", optimizer)  # Precision._after_closure
+        _call_hook(trainer, "on_after_backward")
+    _call_hook(trainer, "on_before_optimizer_step", optimizer)  # Precision._after_closure
     _call_module_hook(trainer, "configure_gradient_clipping", optimizer, gradient_clip_val=trainer.gradient_clip_val,
                       gradient_clip_algorithm=trainer.gradient_clip_algorithm)
     optimizer.step()

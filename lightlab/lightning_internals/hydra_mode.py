@@ -26,10 +26,10 @@ def mode_may_be_set(search_path, overrides: list[str]) -> bool:
         path = element.path or ""
         if element.provider == "hydra" and path == "pkg://hydra.conf" or path.startswith("structured://"):
             continue  # Hydra's own defaults (mode: None) and registered dataclasses
-        folder = Path(path.removeprefix("file://"))
-        if "://" in path.removeprefix("file://") or not folder.is_dir():
+        local = path.removeprefix("file://")
+        if "://" in local or not Path(local).is_dir():
             return True  # a package or another kind of source: not read here
-        if any(SETS_MODE.search(file.read_text(errors="replace")) for file in folder.rglob("*.yaml")):
+        if any(SETS_MODE.search(file.read_text(errors="replace")) for file in Path(local).rglob("*.yaml")):
             return True
     return False
 

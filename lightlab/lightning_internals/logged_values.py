@@ -19,9 +19,7 @@ _lightning_to = _ResultMetric.to
 
 def _on(device: torch.device, value) -> bool:
     """Whether `value` (an attribute of a _ResultMetric) holds no tensor or Metric off `device` (nor another Module)."""
-    if isinstance(value, torch.Tensor):
-        return value.device == device
-    if isinstance(value, Metric):  # (a torchmetrics Metric moves its states and keeps `device` up to date)
+    if isinstance(value, (torch.Tensor, Metric)):  # (a torchmetrics Metric moves its states, `device` follows)
         return value.device == device
     if isinstance(value, dict):
         return all(_on(device, item) for item in value.values())

@@ -84,9 +84,18 @@ def test_logged_learning_rates_follow_the_bare_torch_scheduler(name, tmp_path, t
 
 
 @pytest.mark.parametrize("scheduler", ["none", "onecycle"])
-def test_our_learning_rate_monitor_logs_what_lightnings_logs_at_the_same_steps(scheduler, tmp_path, tiny_data):
+def test_our_learning_rate_monitor_logs_what_lightnings_logs_at_the_same_steps(scheduler, tmp_path, tiny_data,
+                                                                               monkeypatch):
     # lightlab.callbacks.learning_rate_monitor skips Lightning's per-batch question on the steps that do not log
-    def logged(monitor: str) -> list[tuple[int, float]]:
+    from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
+
+    asked = []
+    question = _LoggerConnector.should_update_logs
+    monkeypatch.setattr(_LoggerConnector, "should_update_logs",
+                        property(lambda connector: asked.append(1) or question.fget(connector)))
+
+    def logged(monitor: str) -> tuple[list[tuple[int, float]], int]:
+        asked.clear()
         cfg = compose_config([*quick_overrides(tiny_data, tmp_path / "logs"), f"trainer.max_epochs={EPOCHS}",
                               "trainer.log_every_n_steps=4", "test_after_fit=false", f"scheduler={scheduler}",
                               f"callbacks.learning_rate_monitor._target_={monitor}"],
@@ -94,12 +103,16 @@ def test_our_learning_rate_monitor_logs_what_lightnings_logs_at_the_same_steps(s
         train(cfg)
         events = EventAccumulator(str(tmp_path / monitor))
         events.Reload()
-        return [(event.step, event.value) for event in events.Scalars("train/lr-Adam")]
+        return [(event.step, event.value) for event in events.Scalars("train/lr-Adam")], len(asked)
 
-    ours = logged("lightlab.callbacks.learning_rate_monitor.LearningRateMonitor")
-    assert ours == logged("pytorch_lightning.callbacks.LearningRateMonitor")
+    ours, ours_asked = logged("lightlab.callbacks.learning_rate_monitor.LearningRateMonitor")
+    lightnings, lightnings_asked = logged("pytorch_lightning.callbacks.LearningRateMonitor")
+    assert ours == lightnings
     # every 4th step; without a scheduler, at each epoch's start too
     assert len(ours) == EPOCHS * STEPS_PER_EPOCH // 4 + (EPOCHS if scheduler == "none" else 0)
+    # Lightning's monitor asks the logger connector on every training batch; ours only on the steps that log
+    steps = EPOCHS * STEPS_PER_EPOCH
+    assert lightnings_asked - ours_asked == steps - steps // 4
 
 
 @pytest.mark.parametrize("option", ["warmup_cosine", "step", "plateau"])
