@@ -5,6 +5,8 @@ Before pausing it leaves `pausing_before_epoch_<n>` in the run folder. Epoch n-1
 (Lightning saves them at the end of the epoch, after every other callback's epoch-end hook), so a test that waits
 for that file and then kills the run kills it in the pause, never in the middle of a save.
 """
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -63,3 +65,15 @@ class CrashInEpoch(pl.Callback):
 
     def on_train_epoch_start(self, trainer, module) -> None:
         raise RuntimeError("a bug in a callback")
+
+
+class SignalOneRank(pl.Callback):
+    """SIGTERM to this process alone when rank `rank` ends epoch `epoch`: before Lightning's own end-of-epoch check of
+    its flag, which the other rank, not signalled, passes without stopping."""
+
+    def __init__(self, rank: int, epoch: int):
+        self.rank, self.epoch = rank, epoch
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.global_rank == self.rank and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -91,7 +91,9 @@ PRIVATE_NAMES = (
     PrivateName("a DDPStrategy", "_configure_launcher", "installs the job launcher above"),
     PrivateName("a DDPStrategy", "_launcher", "what _configure_launcher sets"),
     PrivateName("a Trainer", "_signal_connector._sigterm_notifier_fn",
-                "replaced under DDP: Lightning's handler broadcasts inside the signal handler and hangs the ranks"),
+                "replaced under DDP: the signal is only noted (Lightning's handler broadcasts inside itself)"),
+    PrivateName("a Trainer", "fit_loop.epoch_loop._broadcast_sigterm_tensor",
+                "replaced under DDP: the ranks agree before each step on whether any was signalled, so all stop there"),
     # dependency_waits.py
     PrivateName("torchmetrics.utilities.imports", "_MATPLOTLIB_AVAILABLE",
                 "set unavailable before torchmetrics.utilities.plot loads: no matplotlib import at start-up"),

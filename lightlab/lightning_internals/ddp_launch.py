@@ -25,8 +25,10 @@ import torch.distributed
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers import subprocess_script
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightlab.base.project import RUN_SCRIPT
+from lightlab.lightning_internals.trainer_state import stop_after_this_step
 
 # What Lightning's launch changes in this process: the rendezvous variables, and the thread count it divides
 # among the ranks. All are put back when the job ends.
@@ -65,19 +67,37 @@ class JobDDPStrategy(DDPStrategy):
 
     def setup_environment(self) -> None:
         super().setup_environment()
-        # Lightning 2.6's SIGTERM handler broadcasts from inside the handler, at whatever point each process was
-        # interrupted, and once per SIGTERM a process receives (a scheduler signals every process; Lightning's own
-        # launcher forwards it to the ranks again): the ranks' collectives stop pairing up and the job hangs. The
-        # training loop already broadcasts rank 0's flag before every step, so the handler only has to set it.
-        self.lightning_module.trainer._signal_connector._sigterm_notifier_fn = types.MethodType(
-            note_sigterm, self.lightning_module.trainer._signal_connector)
+        # Lightning 2.6 under DDP reads each process's own SIGTERM flag in places the ranks are not in step (the end
+        # of an epoch, of a training or validation batch): a signal that lands in one rank before such a check and in
+        # the other after it (or in one rank only) stops one rank while the other waits in a collective, and the job
+        # hangs (its handler also broadcasts from inside itself, wherever each rank was interrupted). Here a signal is
+        # only noted, and the ranks agree on it before every training step: all stop at the same step if any was
+        # signalled. One that comes after the last step does not stop the run; it ends as it would have.
+        trainer = self.lightning_module.trainer
+        trainer._signal_connector.stop_requested = False
+        trainer._signal_connector._sigterm_notifier_fn = types.MethodType(note_sigterm, trainer._signal_connector)
+        trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = types.MethodType(
+            agree_on_stop, trainer.fit_loop.epoch_loop)
 
 
 def note_sigterm(connector, signum, frame) -> None:
-    """Lightning's SIGTERM handler without its in-handler broadcast (see JobDDPStrategy.setup_environment)."""
-    if not connector.received_sigterm and connector.trainer.strategy.launcher is not None:
-        connector.trainer.strategy.launcher.kill(signum)  # the ranks this process started
-    connector.received_sigterm = True
+    """Lightning's SIGTERM handler under JobDDPStrategy: forwards the signal to the ranks this process started, once,
+    and notes it for `agree_on_stop`."""
+    if not connector.stop_requested and connector.trainer.strategy.launcher is not None:
+        connector.trainer.strategy.launcher.kill(signum)
+    stop_after_this_step(connector.trainer)
+
+
+def agree_on_stop(epoch_loop) -> None:
+    """Before each training step (in place of Lightning's broadcast of rank 0's flag): whether any rank was asked to
+    stop. If one was, every rank raises SIGTERMException here, at the same step, with Lightning's flag set."""
+    trainer = epoch_loop.trainer
+    flag = torch.tensor([int(trainer._signal_connector.stop_requested)], device=trainer.strategy.root_device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if flag.item():
+        trainer._signal_connector.received_sigterm = True
+        torch.distributed.barrier()
+        raise SIGTERMException()
 
 
 def end_ranks(timeout_s: float = 120) -> None:

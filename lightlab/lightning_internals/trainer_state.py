@@ -5,8 +5,13 @@ import torch
 
 def stop_after_this_step(trainer) -> None:
     """Lightning's own SIGTERM flag: the training loop stops after the current step and raises SIGTERMException,
-    exactly as for a real SIGTERM (so Ctrl-C gets the same checkpoint and exit)."""
-    trainer._signal_connector.received_sigterm = True
+    exactly as for a real SIGTERM (so Ctrl-C gets the same checkpoint and exit). Under DDP (ddp_launch.JobDDPStrategy)
+    the request is noted instead, and the ranks agree on it before the next step."""
+    connector = trainer._signal_connector
+    if hasattr(connector, "stop_requested"):
+        connector.stop_requested = True
+    else:
+        connector.received_sigterm = True
 
 
 def lr_finder_running(trainer) -> bool:

@@ -1,5 +1,6 @@
 """Runs that get killed: SIGTERM mid-epoch and the same command again, SIGKILL in the middle of a checkpoint save.
 Real `python run.py` processes on tiny CIFAR-format data: a CNN with dropout, shuffled batches, crop + flip."""
+import contextlib
 import json
 import os
 import signal
@@ -134,20 +135,32 @@ def test_a_failing_save_keeps_the_previous_checkpoint_and_names_the_file(tmp_pat
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # the partial file is gone
 
 
-def test_sigterm_under_ddp_stops_both_processes_with_a_checkpoint_and_the_rerun_finishes(tmp_path):
+# Lightning reads each rank's own SIGTERM flag at the end of an epoch: a signal that reaches one rank before that check
+# and the other after it (a scheduler's signal lands in each process at its own moment) stopped one rank alone and hung
+# the job. "rank_1_alone" makes that deterministic: rank 1 signals itself at the end of epoch 0, rank 0 is not told.
+@pytest.mark.parametrize("who", ["every_process_in_the_pause", "rank_1_alone_at_the_epoch_end"])
+def test_sigterm_under_ddp_stops_both_processes_with_a_checkpoint_and_the_rerun_finishes(tmp_path, who):
     from tests.conftest import quick_overrides, write_tiny_mnist
 
     data = write_tiny_mnist(tmp_path / "data", train=320)
     arguments = ["trainer=ddp_cpu", *quick_overrides(data, tmp_path / "logs"), "trainer.max_epochs=3", "run_name=ddp",
                  "print_config=false", "+callbacks.pause._target_=tests.slow_epochs.PauseBeforeEpoch",
                  "+callbacks.pause.seconds=3"]
+    if who == "rank_1_alone_at_the_epoch_end":  # the rerun (the same command) starts at epoch 1: no signal then
+        arguments += ["+callbacks.signal._target_=tests.slow_epochs.SignalOneRank", "+callbacks.signal.rank=1",
+                      "+callbacks.signal.epoch=0"]
     run_dir = tmp_path / "logs" / "mnist_mlp" / "ddp"
     process = start(arguments, tmp_path / "killed.log")
-    wait_for(run_dir / "pausing_before_epoch_1", process, tmp_path / "killed.log", seconds=180)
-    os.killpg(process.pid, signal.SIGTERM)  # as a scheduler does: every process of the job
-    assert process.wait(timeout=120) == 143, (tmp_path / "killed.log").read_text()[-3000:]
-    # 256 training images, 32 a step on each of 2 processes: 4 steps an epoch. Under DDP the processes agree on the
-    # signal before a step (Lightning broadcasts rank 0's flag), so they stop before epoch 2's first step.
+    if who == "every_process_in_the_pause":
+        wait_for(run_dir / "pausing_before_epoch_1", process, tmp_path / "killed.log", seconds=180)
+        os.killpg(process.pid, signal.SIGTERM)  # as a scheduler does: every process of the job
+    try:
+        assert process.wait(timeout=120) == 143, (tmp_path / "killed.log").read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a hung job: its ranks must not outlive the test
+            os.killpg(process.pid, signal.SIGKILL)
+    # 256 training images, 32 a step on each of 2 processes: 4 steps an epoch. The processes agree on the signal before
+    # a step, so they stop before epoch 1's first step.
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     resumed = run_cli(*arguments)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
