@@ -72,7 +72,10 @@ class JobDDPStrategy(DDPStrategy):
         # the other after it (or in one rank only) stops one rank while the other waits in a collective, and the job
         # hangs (its handler also broadcasts from inside itself, wherever each rank was interrupted). Here a signal is
         # only noted, and the ranks agree on it before every training step: all stop at the same step if any was
-        # signalled. One that comes after the last step does not stop the run; it ends as it would have.
+        # signalled. One that comes after the last step does not stop the run; it ends as it would have. (A single
+        # process, e.g. trainer=ddp on a machine with one GPU, keeps Lightning's handler: it has no one to agree with.)
+        if self.world_size == 1:
+            return
         trainer = self.lightning_module.trainer
         trainer._signal_connector.stop_requested = False
         trainer._signal_connector._sigterm_notifier_fn = types.MethodType(note_sigterm, trainer._signal_connector)
