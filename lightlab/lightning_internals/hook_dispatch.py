@@ -5,6 +5,7 @@ Measured on the 2-core CPU (MNIST, batch 128): a hand-written step of the 784-51
 work (benchmarks/suite.py measures the ratio they buy).
 """
 import contextlib
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -13,7 +14,7 @@ from pytorch_lightning.loops import training_epoch_loop
 from pytorch_lightning.loops.optimization import automatic
 from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.profilers import PassThroughProfiler
-from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.strategies import SingleDeviceStrategy, Strategy
 from pytorch_lightning.trainer import call
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
@@ -53,6 +54,12 @@ class FastHooksModule(pl.LightningModule):
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         loss = optimizer_closure()
         return optimizer.step(closure=lambda: loss)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Without trainer.gradient_clip_val, Lightning's default validates the unset settings every step and clips
+        nothing (~10 us a step); `planned_step` then skips the call altogether."""
+        if gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
 # What follows replaces three of Lightning's dispatch functions when no profiler is set (NoProfiler, the default),
@@ -166,59 +173,121 @@ def _has_parameter(hook_fx, parameter: str, explicit: bool = False, min_args: in
 # The optimization step. Lightning builds a Closure and three functions each step and runs training_step, zero_grad
 # and backward through the strategy's and precision plugin's layers, then the step through LightningOptimizer,
 # the strategy and the plugin again (~5% of a 784-64-128-64-10 step on this CPU). For the plain case (one device,
-# 32-bit, no accumulation, no profiler, FastHooksModule's optimizer_step, not LBFGS) `_lean_step` makes the same
+# 32-bit, no accumulation, no profiler, FastHooksModule's optimizer_step, not LBFGS) `planned_step` makes the same
 # calls in the same order with the same progress counts; anything else goes Lightning's way. The same seed gives
 # the same weights either way (tests/unit/test_fast_loop.py).
 _lightning_optimization_run = automatic._AutomaticOptimization.run
+BATCH_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+STEP_HOOKS = ("on_train_batch_start", "on_before_zero_grad", "on_before_backward", "on_after_backward",
+              "on_before_optimizer_step", "on_train_batch_end")
 
 
-def _lean_step_applies(loop, trainer, optimizer) -> bool:
-    strategy, module = trainer.strategy, trainer.lightning_module
-    return (type(trainer.profiler) is NoProfiler and type(strategy) is SingleDeviceStrategy
-            and type(strategy.precision_plugin) is Precision and strategy.model is module
-            and trainer.accumulate_grad_batches == 1 and not loop._skip_backward
-            and type(module).optimizer_step is FastHooksModule.optimizer_step
-            and not isinstance(optimizer, torch.optim.LBFGS))
+class StepPlan(NamedTuple):
+    """What a fit's steps call, worked out once: asking it again for each of the ~8 hooks of every step (which
+    callbacks define it, whether the module overrides it, whether the lean paths apply) cost ~80 us a step of the
+    784-64-128-64-10 MLP on this CPU, ~4% of its step, mostly because a step's Python runs with cold caches."""
+    key: tuple           # (module, strategy, data-hook selector, callbacks): a new plan whenever one changes
+    lean_step: bool      # what `planned_step` needs that holds for the whole fit
+    lean_batch: bool     # ... and lean_epoch's batch
+    hooks: dict          # hook name -> ([the defining callbacks' bound hooks], the module's bound hook or None)
+    batch_hooks: list    # lean_epoch's: [(name, bound hook, whether it is the module's)], as Lightning selects them
+    takes_batch_index: bool  # training_step(batch, batch_idx) rather than training_step(batch)
+    own_step_hooks: tuple    # (zero_grad, backward, clipping hook): the module's where it changes it, else None
 
 
-def _call_hook(trainer, hook_name, *args) -> None:
+def step_plan(trainer) -> StepPlan:
+    module, strategy, selector = trainer.lightning_module, trainer.strategy, trainer._data_connector._datahook_selector
+    key = (module, strategy, selector, tuple(trainer.callbacks))
+    plan = trainer.__dict__.get("_step_plan")
+    if plan is not None and plan.key == key:
+        return plan
+    lean_step = (type(trainer.profiler) is NoProfiler and type(strategy) is SingleDeviceStrategy
+                 and type(strategy.precision_plugin) is Precision and strategy.model is module
+                 and trainer.accumulate_grad_batches == 1
+                 and type(module).optimizer_step is FastHooksModule.optimizer_step)
+    lean_batch = (type(trainer.profiler) is NoProfiler and type(strategy) is SingleDeviceStrategy
+                  and not _overridden(module, "on_train_batch_start")  # (the module's runs through the strategy)
+                  and type(strategy).on_train_batch_start is Strategy.on_train_batch_start)
+    hooks = {name: ([getattr(callback, name) for callback in _callbacks_defining(trainer, name)],
+                    getattr(module, name) if _overridden(module, name) else None) for name in STEP_HOOKS}
+    batch_hooks = [(name, getattr(selector.get_instance(name), name), selector.get_instance(name) is module)
+                   for name in BATCH_HOOKS] if selector is not None else []
+    own = [getattr(module, name) if _overridden(module, name) else None
+           for name in ("optimizer_zero_grad", "backward", "configure_gradient_clipping")]
+    if module.fabric is not None:  # (LightningModule.backward hands the loss to Fabric then)
+        own[1] = module.backward
+    if type(module).configure_gradient_clipping is FastHooksModule.configure_gradient_clipping:
+        own[2] = None  # (called where trainer.gradient_clip_val is set)
+    plan = StepPlan(key, lean_step, lean_batch, hooks, batch_hooks,
+                    _has_parameter(module.training_step, "batch_idx", min_args=2), tuple(own))
+    trainer.__dict__["_step_plan"] = plan
+    return plan
+
+
+def run_hook(trainer, module, name: str, plan: StepPlan, *args) -> None:
     """The callbacks' hook, then the module's, as Lightning orders them; neither where nobody defines it (Lightning
     calls the empty defaults: 4 of them around every step, twice each, ~10 us a step on this CPU)."""
-    callbacks = _callbacks_defining(trainer, hook_name)
-    if callbacks:
-        _run_callbacks(trainer, hook_name, callbacks, *args)
-    if _overridden(trainer.lightning_module, hook_name):
-        _call_module_hook(trainer, hook_name, *args)
-    elif not callbacks:
+    callbacks, own = plan.hooks[name]
+    if not callbacks and own is None:
         dispatched["hook_not_defined"] += 1
+        return
+    previous, module._current_fx_name = module._current_fx_name, name
+    for hook in callbacks:
+        hook(trainer, module, *args)
+    if own is not None:
+        own(*args)
+    module._current_fx_name = previous
+
+
+def in_hook(module, name: str, function, *args, **kwargs):
+    """`function(*args, **kwargs)` with the module's `_current_fx_name` set to `name`, as Lightning's dispatch does."""
+    previous, module._current_fx_name = module._current_fx_name, name
+    output = function(*args, **kwargs)
+    module._current_fx_name = previous
+    return output
 
 
 def _lean_step(self, optimizer, batch_idx, kwargs):
-    trainer = self.trainer
-    if not _lean_step_applies(self, trainer, optimizer):
+    plan = step_plan(self.trainer)
+    if not plan.lean_step or self._skip_backward or isinstance(optimizer, torch.optim.LBFGS):
         return _lightning_optimization_run(self, optimizer, batch_idx, kwargs)
+    return planned_step(self, self.trainer, plan, optimizer, batch_idx, tuple(kwargs.values()))
+
+
+def planned_step(self, trainer, plan: StepPlan, optimizer, batch_idx: int, step_args: tuple) -> dict:
+    """_AutomaticOptimization.run's calls for the plain case (`self` is the loop's _AutomaticOptimization)."""
     dispatched["lean_step"] += 1
+    module = trainer.lightning_module
     progress = self.optim_progress.optimizer
     progress.step.increment_ready()
-    with trainer.strategy.precision_plugin.train_step_context():  # Strategy.training_step
-        output = _call_module_hook(trainer, "training_step", *kwargs.values())
+    previous, module._current_fx_name = module._current_fx_name, "training_step"  # Strategy.training_step (under
+    output = module.training_step(*step_args)           # Precision's train_step_context: a null context)
+    module._current_fx_name = previous
     if isinstance(output, torch.Tensor):  # ClosureResult's work for a loss (its `/ 1` and dataclass set-up left out)
         closure_loss, outputs = output, {"loss": output.detach().clone()}
     else:
         result = automatic.ClosureResult.from_training_step_output(output, 1)
         closure_loss, outputs = result.closure_loss, {} if result.loss is None else result.asdict()
+    own_zero_grad, own_backward, own_clipping = plan.own_step_hooks
     progress.zero_grad.increment_ready()  # Closure: zero_grad, then backward
-    _call_hook(trainer, "on_before_zero_grad", optimizer)
+    run_hook(trainer, module, "on_before_zero_grad", plan, optimizer)
     progress.zero_grad.increment_started()
-    _call_module_hook(trainer, "optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer)
+    if own_zero_grad is None:
+        optimizer.zero_grad()
+    else:
+        in_hook(module, "optimizer_zero_grad", own_zero_grad, trainer.current_epoch, batch_idx, optimizer)
     progress.zero_grad.increment_completed()
     if closure_loss is not None:  # Strategy.backward through the precision plugin
-        _call_hook(trainer, "on_before_backward", closure_loss)
-        _call_module_hook(trainer, "backward", closure_loss)
-        _call_hook(trainer, "on_after_backward")
-    _call_hook(trainer, "on_before_optimizer_step", optimizer)  # Precision._after_closure
-    _call_module_hook(trainer, "configure_gradient_clipping", optimizer, gradient_clip_val=trainer.gradient_clip_val,
-                      gradient_clip_algorithm=trainer.gradient_clip_algorithm)
+        run_hook(trainer, module, "on_before_backward", plan, closure_loss)
+        if own_backward is None:
+            closure_loss.backward()
+        else:
+            in_hook(module, "backward", own_backward, closure_loss)
+        run_hook(trainer, module, "on_after_backward", plan)
+    run_hook(trainer, module, "on_before_optimizer_step", plan, optimizer)  # Precision._after_closure
+    if own_clipping is not None or trainer.gradient_clip_val:
+        in_hook(module, "configure_gradient_clipping", module.configure_gradient_clipping, optimizer,
+                gradient_clip_val=trainer.gradient_clip_val, gradient_clip_algorithm=trainer.gradient_clip_algorithm)
     optimizer.step()
     progress.step.increment_completed()
     return outputs

@@ -20,85 +20,70 @@ either way (tests/unit/test_fast_loop.py).
 """
 from collections import OrderedDict
 
+import torch
 from pytorch_lightning.loops import training_epoch_loop
 from pytorch_lightning.loops.fetchers import _PrefetchDataFetcher
-from pytorch_lightning.strategies import SingleDeviceStrategy, Strategy
 
 from lightlab.lightning_internals.hook_dispatch import (
+    BATCH_HOOKS,
     NoProfiler,
-    _call_defined_callback_hooks,
-    _call_module_hook,
-    _overridden,
+    StepPlan,
     dispatched,
+    in_hook,
+    planned_step,
+    run_hook,
+    step_plan,
 )
 from lightlab.lightning_internals.trainer_state import logs_this_step
 
 _lightning_advance = training_epoch_loop._TrainingEpochLoop.advance
 _lightning_should_check_val = training_epoch_loop._TrainingEpochLoop._should_check_val_fx
-BATCH_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
-def _batch_hooks(trainer) -> list:
-    """[(hook name, the bound method that runs it, whether it is the LightningModule's)], as Lightning's data-hook
-    selector picks them (the DataModule's where it overrides the hook), worked out once per module and DataModule."""
-    module, selector = trainer.lightning_module, trainer._data_connector._datahook_selector
-    key = (id(module), id(selector.datamodule), id(selector.model))
-    cached = trainer.__dict__.get("_lean_batch_hooks")
-    if cached is None or cached[0] != key:
-        hooks = []
-        for name in BATCH_HOOKS:
-            owner = selector.get_instance(name)
-            hooks.append((name, getattr(owner, name), owner is module))
-        cached = trainer.__dict__["_lean_batch_hooks"] = (key, hooks)
-    return cached[1]
-
-
-def _to_device(trainer, batch):
+def _to_device(trainer, plan: StepPlan, batch):
     """on_before_batch_transfer, then what Strategy.batch_to_device runs: transfer_batch_to_device and
     on_after_batch_transfer; `_current_fx_name` is what Lightning's dispatch sets around each."""
     module = trainer.lightning_module
-    previous = module._current_fx_name
-    for name, hook, on_module in _batch_hooks(trainer):
-        module._current_fx_name = name if on_module else previous if name == BATCH_HOOKS[0] else "batch_to_device"
-        batch = hook(batch, trainer.strategy.root_device, 0) if name == BATCH_HOOKS[1] else hook(batch, 0)
-    module._current_fx_name = previous
+    for name, hook, on_module in plan.batch_hooks:
+        fx_name = name if on_module else module._current_fx_name if name == BATCH_HOOKS[0] else "batch_to_device"
+        batch = (in_hook(module, fx_name, hook, batch, trainer.strategy.root_device, 0) if name == BATCH_HOOKS[1]
+                 else in_hook(module, fx_name, hook, batch, 0))
     return batch
-
-
-def _lean_advance_applies(loop, trainer, data_fetcher) -> bool:
-    module, strategy = trainer.lightning_module, trainer.strategy
-    return (type(trainer.profiler) is NoProfiler and type(data_fetcher) is _PrefetchDataFetcher
-            and type(strategy) is SingleDeviceStrategy and module.automatic_optimization and not loop.restarting
-            and not _overridden(module, "on_train_batch_start")
-            and type(strategy).on_train_batch_start is Strategy.on_train_batch_start)
 
 
 def _lean_advance(self, data_fetcher) -> None:
     trainer = self.trainer
-    if not _lean_advance_applies(self, trainer, data_fetcher):
+    plan = step_plan(trainer)
+    module = trainer.lightning_module
+    if (not plan.lean_batch or type(data_fetcher) is not _PrefetchDataFetcher or self.restarting
+            or not module.automatic_optimization):
         return _lightning_advance(self, data_fetcher)
     dispatched["lean_advance"] += 1
-    self.val_loop.restarting = False
+    if self.val_loop.restarting:  # (Lightning sets it on every batch; its setter walks the loop's attributes)
+        self.val_loop.restarting = False
     batch, _, __ = next(data_fetcher)
-    batch_idx = self.batch_idx + 1
-    self.batch_progress.is_last_batch = data_fetcher.done
-    batch = _to_device(trainer, trainer.precision_plugin.convert_input(batch))
-    self.batch_progress.increment_ready()
+    progress = self.batch_progress
+    batch_idx = progress.current.ready  # (self.batch_idx + 1)
+    progress.is_last_batch = data_fetcher.done
+    batch = _to_device(trainer, plan, trainer.precision_plugin.convert_input(batch))
+    progress.increment_ready()
     trainer._logger_connector.on_batch_start(batch)
-    _call_defined_callback_hooks(trainer, "on_train_batch_start", batch, batch_idx)  # (not the module's: see above)
-    self.batch_progress.increment_started()
-    kwargs = self._build_kwargs(OrderedDict(), batch, batch_idx)
-    batch_output = self.automatic_optimization.run(trainer.optimizers[0], batch_idx, kwargs)
-    self.batch_progress.increment_processed()
+    run_hook(trainer, module, "on_train_batch_start", plan, batch, batch_idx)  # (not the module's: see above)
+    progress.increment_started()
+    optimizer, step = trainer.optimizers[0], self.automatic_optimization
+    if plan.lean_step and not step._skip_backward and not isinstance(optimizer, torch.optim.LBFGS):
+        batch_output = planned_step(step, trainer, plan, optimizer, batch_idx,
+                                    (batch, batch_idx) if plan.takes_batch_index else (batch,))
+    else:
+        batch_output = step.run(optimizer, batch_idx, self._build_kwargs(OrderedDict(), batch, batch_idx))
+    progress.increment_processed()
     if trainer.lr_scheduler_configs:  # (without any, both calls return at once)
         self.update_lr_schedulers("step", update_plateau_schedulers=False)
         if self._num_ready_batches_reached():
             self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
-    _call_defined_callback_hooks(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
-    if _overridden(trainer.lightning_module, "on_train_batch_end"):
-        _call_module_hook(trainer, "on_train_batch_end", batch_output, batch, batch_idx)
+    run_hook(trainer, module, "on_train_batch_end", plan, batch_output, batch, batch_idx)
     _batch_end_metrics(trainer, self._results)
-    self.batch_progress.increment_completed()
+    progress.increment_completed()
     if trainer.fast_dev_run or logs_this_step(trainer):  # update_train_step_metrics writes only then
         trainer._logger_connector.update_train_step_metrics()
     return None

@@ -84,12 +84,6 @@ class TaskModule(FastHooksModule):
         self.register_buffer(name, torch.zeros(size), persistent=False)
         ddp_leaves_alone(self, name)
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        # Without trainer.gradient_clip_val, Lightning's default validates the unset settings every step and
-        # clips nothing (~10 us a step).
-        if gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
     def first_call_for_batch(self, batch_index: int) -> bool:
         """False when an optimizer that re-evaluates the loss (LBFGS calls its closure up to max_iter
         times a step) runs training_step again on the same batch: epoch statistics count each batch once."""

@@ -129,6 +129,26 @@ def test_lean_hook_dispatch_calls_the_same_hooks_in_the_same_order_as_lightnings
         assert sorted(p.name for p in (tmp_path / profiler).iterdir()) == [f"step={s}.ckpt" for s in (10, 2, 4, 6, 8)]
 
 
+def test_a_callback_added_during_the_fit_gets_the_hooks_of_the_batches_after_it():
+    """The lean path works out once which callbacks define each batch hook (hook_dispatch.step_plan), and again
+    whenever the trainer's list changes."""
+    late_calls = []
+
+    class AddsOneAfterEpoch0(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch == 0:
+                trainer.callbacks.append(RecordingCallback(late_calls))
+
+    before = dispatched["lean_step"]
+    data = DataLoader(TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,))), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, profiler=NoProfiler(), logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, callbacks=[AddsOneAfterEpoch0()])
+    trainer.fit(TinyModule([]), train_dataloaders=data)
+    assert dispatched["lean_step"] - before == 10
+    assert [name for name, _ in late_calls].count("on_before_backward") == 5  # epoch 1's five batches
+    assert [name for name, _ in late_calls].count("on_train_batch_end") == 5
+
+
 def test_the_progress_bar_shows_the_epochs_real_rate_though_it_is_updated_once_per_epoch():
     from pytorch_lightning.callbacks.progress.rich_progress import ProcessingSpeedColumn
     from rich.progress import Progress
