@@ -26,6 +26,9 @@ class StopOnNonFiniteLoss(pl.Callback):
                                 f"the check off with callbacks.stop_on_non_finite_loss=null).")
         self.check_every_n_steps, self.max_skipped_batches = check_every_n_steps, max_skipped_batches
         self.skipped, self.skip_this_step = 0, False
+        # Nothing is ever skipped without max_skipped_batches: a hook the fast dispatch leaves out every step
+        # (lightlab/lightning_internals/hook_dispatch.py, `_defines`).
+        self.idle_hooks = () if max_skipped_batches else ("on_before_optimizer_step",)
 
     def on_before_backward(self, trainer, module, loss) -> None:
         # Before backward and the optimizer step: a stop here leaves the weights as they were before this batch.

@@ -20,6 +20,8 @@ class ParameterHistograms(pl.Callback):
                             f"histograms (1: every epoch), or 0 for none.")
         self.every_n_epochs = every_n_epochs
         self.gradients_due = False
+        # (a hook the fast dispatch leaves out: lightlab/lightning_internals/hook_dispatch.py, `_defines`)
+        self.idle_hooks = () if every_n_epochs else ("on_before_optimizer_step",)
 
     def due(self, trainer) -> bool:
         """This epoch is one of every N, and there is a TensorBoard to write to (process 0 writes)."""

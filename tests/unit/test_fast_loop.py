@@ -16,6 +16,8 @@ from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightlab.callbacks.non_finite import StopOnNonFiniteLoss
+from lightlab.callbacks.parameter_histograms import ParameterHistograms
 from lightlab.callbacks.progress_bar import AverageSpeedColumn, StepRichProgressBar
 from lightlab.lightning_internals.hook_dispatch import FastHooksModule, NoProfiler, dispatched
 from lightlab.run.compose import compose_config
@@ -147,6 +149,21 @@ def test_a_callback_added_during_the_fit_gets_the_hooks_of_the_batches_after_it(
     assert dispatched["lean_step"] - before == 10
     assert [name for name, _ in late_calls].count("on_before_backward") == 5  # epoch 1's five batches
     assert [name for name, _ in late_calls].count("on_train_batch_end") == 5
+
+
+@pytest.mark.parametrize("settings", ["defaults", "active"])
+def test_a_hook_a_callback_marks_idle_is_left_out_and_only_with_the_settings_that_make_it_idle(settings):
+    histograms = ParameterHistograms(every_n_epochs=0 if settings == "defaults" else 1)
+    non_finite = StopOnNonFiniteLoss(max_skipped_batches=0 if settings == "defaults" else 2)
+    calls = []
+    for callback in (histograms, non_finite):
+        assert "on_before_optimizer_step" in vars(type(callback))  # (both define it)
+        callback.on_before_optimizer_step = lambda trainer, module, optimizer, c=callback: calls.append(type(c))
+    data = DataLoader(TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,))), batch_size=8)
+    trainer = pl.Trainer(max_epochs=1, profiler=NoProfiler(), logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, callbacks=[histograms, non_finite])
+    trainer.fit(TinyModule([]), train_dataloaders=data)
+    assert len(calls) == (0 if settings == "defaults" else 2 * 5)  # 5 steps
 
 
 def test_the_progress_bar_shows_the_epochs_real_rate_though_it_is_updated_once_per_epoch():
