@@ -183,9 +183,9 @@ STEP_HOOKS = ("on_train_batch_start", "on_before_zero_grad", "on_before_backward
 
 
 class StepPlan(NamedTuple):
-    """What a fit's steps call, worked out once: asking it again for each of the ~8 hooks of every step (which
-    callbacks define it, whether the module overrides it, whether the lean paths apply) cost ~80 us a step of the
-    784-64-128-64-10 MLP on this CPU, ~4% of its step, mostly because a step's Python runs with cold caches."""
+    """What a fit's steps call, worked out once, not asked again for each of the ~8 hooks of every step (which
+    callbacks define it, whether the module overrides it, whether the lean paths apply). With the plan the LHT-net's
+    epoch went from 1.13x to 1.10x the hand-written one (callbacks and logger off; 2026-12-08, this CPU)."""
     key: tuple           # (module, strategy, data-hook selector, callbacks): a new plan whenever one changes
     lean_step: bool      # what `planned_step` needs that holds for the whole fit
     lean_batch: bool     # ... and lean_epoch's batch

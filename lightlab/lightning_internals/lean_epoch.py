@@ -15,8 +15,9 @@ epoch of 12 each, timed by a script outside the project on 2026-12-07). `_lean_a
 the same order with the same progress counts, but skips `on_batch_end`'s rebuild when no value logged with on_step
 changed and calls `update_train_step_metrics` only on the steps it writes; it runs for the plain case (no profiler,
 one device, a prefetching fetcher, automatic optimization, not restarting, no `on_train_batch_start` on the
-module); anything else goes Lightning's way. The same seed gives the same weights and the same logged scalars
-either way (tests/unit/test_fast_loop.py).
+module); anything else goes Lightning's way. What it calls comes from the fit's step plan (hook_dispatch.step_plan),
+and the optimization step runs as hook_dispatch.planned_step, without the _AutomaticOptimization layer. The same
+seed gives the same weights and the same logged scalars either way (tests/unit/test_fast_loop.py).
 """
 from collections import OrderedDict
 
