@@ -138,10 +138,7 @@ def _call_module_hook(trainer, hook_name, *args, pl_module=None, **kwargs):
     hook = getattr(module, hook_name)
     if not callable(hook):
         return None
-    previous_hook, module._current_fx_name = module._current_fx_name, hook_name
-    output = hook(*args, **kwargs)
-    module._current_fx_name = previous_hook
-    return output
+    return in_hook(module, hook_name, hook, *args, **kwargs)
 
 
 def _call_strategy_hook(trainer, hook_name, *args, **kwargs):
@@ -201,12 +198,11 @@ def step_plan(trainer) -> StepPlan:
     plan = trainer.__dict__.get("_step_plan")
     if plan is not None and plan.key == key:
         return plan
-    lean_step = (type(trainer.profiler) is NoProfiler and type(strategy) is SingleDeviceStrategy
-                 and type(strategy.precision_plugin) is Precision and strategy.model is module
+    plain = type(trainer.profiler) is NoProfiler and type(strategy) is SingleDeviceStrategy
+    lean_step = (plain and type(strategy.precision_plugin) is Precision and strategy.model is module
                  and trainer.accumulate_grad_batches == 1
                  and type(module).optimizer_step is FastHooksModule.optimizer_step)
-    lean_batch = (type(trainer.profiler) is NoProfiler and type(strategy) is SingleDeviceStrategy
-                  and not _overridden(module, "on_train_batch_start")  # (the module's runs through the strategy)
+    lean_batch = (plain and not _overridden(module, "on_train_batch_start")  # (the module's runs through the strategy)
                   and type(strategy).on_train_batch_start is Strategy.on_train_batch_start)
     hooks = {name: ([getattr(callback, name) for callback in _callbacks_defining(trainer, name)],
                     getattr(module, name) if _overridden(module, name) else None) for name in STEP_HOOKS}
@@ -247,9 +243,14 @@ def in_hook(module, name: str, function, *args, **kwargs):
     return output
 
 
+def planned_step_applies(plan: StepPlan, step, optimizer) -> bool:
+    """Whether this step (`step`: the loop's _AutomaticOptimization) can run as `planned_step`."""
+    return plan.lean_step and not step._skip_backward and not isinstance(optimizer, torch.optim.LBFGS)
+
+
 def _lean_step(self, optimizer, batch_idx, kwargs):
     plan = step_plan(self.trainer)
-    if not plan.lean_step or self._skip_backward or isinstance(optimizer, torch.optim.LBFGS):
+    if not planned_step_applies(plan, self, optimizer):
         return _lightning_optimization_run(self, optimizer, batch_idx, kwargs)
     return planned_step(self, self.trainer, plan, optimizer, batch_idx, tuple(kwargs.values()))
 
@@ -260,9 +261,8 @@ def planned_step(self, trainer, plan: StepPlan, optimizer, batch_idx: int, step_
     module = trainer.lightning_module
     progress = self.optim_progress.optimizer
     progress.step.increment_ready()
-    previous, module._current_fx_name = module._current_fx_name, "training_step"  # Strategy.training_step (under
-    output = module.training_step(*step_args)           # Precision's train_step_context: a null context)
-    module._current_fx_name = previous
+    # Strategy.training_step (under Precision's train_step_context: a null context)
+    output = in_hook(module, "training_step", module.training_step, *step_args)
     if isinstance(output, torch.Tensor):  # ClosureResult's work for a loss (its `/ 1` and dataclass set-up left out)
         closure_loss, outputs = output, {"loss": output.detach().clone()}
     else:

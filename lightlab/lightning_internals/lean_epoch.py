@@ -21,7 +21,6 @@ seed gives the same weights and the same logged scalars either way (tests/unit/t
 """
 from collections import OrderedDict
 
-import torch
 from pytorch_lightning.loops import training_epoch_loop
 from pytorch_lightning.loops.fetchers import _PrefetchDataFetcher
 
@@ -32,6 +31,7 @@ from lightlab.lightning_internals.hook_dispatch import (
     dispatched,
     in_hook,
     planned_step,
+    planned_step_applies,
     run_hook,
     step_plan,
 )
@@ -72,7 +72,7 @@ def _lean_advance(self, data_fetcher) -> None:
     run_hook(trainer, module, "on_train_batch_start", plan, batch, batch_idx)  # (not the module's: see above)
     progress.increment_started()
     optimizer, step = trainer.optimizers[0], self.automatic_optimization
-    if plan.lean_step and not step._skip_backward and not isinstance(optimizer, torch.optim.LBFGS):
+    if planned_step_applies(plan, step, optimizer):
         batch_output = planned_step(step, trainer, plan, optimizer, batch_idx,
                                     (batch, batch_idx) if plan.takes_batch_index else (batch,))
     else:
